@@ -1,0 +1,1 @@
+"""The portable core: runs unchanged on CPython and MicroPython (see DESIGN.md)."""

@@ -1,0 +1,217 @@
+"""The asyncio shell around the sans-I/O core: reads the HAL, feeds the controllers, applies
+their commands, sleeps until the next deadline or a HAL event.
+
+Portable (CPython asyncio and MicroPython asyncio). Time comes from `now_ms`; under the
+simulator's virtual-time loop that is virtual time, so this same file runs an 8-hour session
+in about a second, and in real time on a board.
+
+Per connector: one safety task (pilot, contactor, RCD, lock, PP, temperature: all fast local
+reads) and, with a meter, one meter task, so a slow Modbus bus never delays a contactor
+opening.
+"""
+from agent import evse as evse_mod
+from agent.compat import MICROPYTHON, Waker, asyncio, monotonic_ms
+from hal.interfaces import MeterError
+
+
+def loop_clock_ms():
+    """Milliseconds from the running loop's clock (virtual under the simulator)."""
+    if MICROPYTHON:
+        return monotonic_ms
+    loop = asyncio.get_running_loop()
+
+    def now_ms():
+        return int(loop.time() * 1000)
+    return now_ms
+
+
+class ConnectorRuntime:
+    __slots__ = ("agent", "evse", "hw", "waker", "sleep_until", "last_pp", "last_temp",
+                 "last_feedback", "last_lock", "last_trip", "poll_ms")
+
+    def __init__(self, agent, evse, hardware, poll_ms):
+        self.agent = agent
+        self.evse = evse
+        self.hw = hardware
+        self.waker = Waker()
+        self.sleep_until = None
+        self.poll_ms = poll_ms
+        self.last_pp = self.last_temp = self.last_feedback = self.last_lock = -1
+        self.last_trip = -1
+
+    def read_inputs(self, now):
+        hw, evse = self.hw, self.evse
+        high, low = hw.pilot.read()
+        evse.pilot_sample(now, high, low)
+        feedback = hw.contactor.feedback()
+        if feedback is not None and feedback != self.last_feedback:
+            self.last_feedback = feedback
+            evse.contactor_feedback(now, feedback)
+        if hw.rcd is not None:
+            trip = hw.rcd.trip()
+            if trip != self.last_trip:
+                self.last_trip = trip
+                evse.rcd_status(now, trip)
+        if hw.lock is not None:
+            locked = hw.lock.feedback()
+            if locked is not None and locked != self.last_lock:
+                self.last_lock = locked
+                evse.lock_feedback(now, locked)
+        if hw.pp is not None:
+            ohms = hw.pp.read_ohms()
+            if ohms != self.last_pp or evse.plugged and evse.pp_ampacity_ma is None:
+                self.last_pp = ohms
+                evse.pp_reading(now, ohms)
+        if hw.thermometer is not None:
+            temp = hw.thermometer.read_dc()
+            if temp is not None and temp != self.last_temp:
+                self.last_temp = temp
+                evse.temperature(now, temp)
+
+    def apply(self, command, now):
+        name, value = command
+        hw = self.hw
+        if name == evse_mod.PILOT:
+            mode, duty = value
+            if mode == evse_mod.PWM:
+                hw.pilot.set_pwm(duty)
+            else:
+                hw.pilot.set_static(mode)
+        elif name == evse_mod.CONTACTOR:
+            hw.contactor.set(value)
+        elif name == evse_mod.LOCK:
+            if hw.lock is not None:
+                hw.lock.set(value)
+        elif name == evse_mod.RCD_RESET:
+            if hw.rcd is not None:
+                hw.rcd.reset()
+                self.last_trip = hw.rcd.trip()
+                self.evse.rcd_status(now, self.last_trip)
+        elif name == evse_mod.RCD_SELFTEST:
+            if hw.rcd is not None:
+                self.evse.rcd_selftest_result(now, hw.rcd.self_test())
+
+    async def safety_loop(self):
+        agent, evse, waker = self.agent, self.evse, self.waker
+        for device in (self.hw.pilot, self.hw.contactor, self.hw.rcd, self.hw.lock,
+                       self.hw.pp, self.hw.thermometer):
+            if device is not None:
+                device.on_change = waker.wake
+        while agent.running:
+            now = agent.now_ms()
+            self.read_inputs(now)
+            evse.poll(now)
+            agent.service(now)
+            deadline = evse.next_deadline()
+            if self.poll_ms:
+                tick = now + self.poll_ms
+                if deadline is None or tick < deadline:
+                    deadline = tick
+            self.sleep_until = deadline
+            await waker.wait(None if deadline is None else deadline - now)
+
+    async def meter_loop(self):
+        agent, evse, meter = self.agent, self.evse, self.hw.meter
+        period = evse.params.meter_poll_ms
+        while agent.running:
+            started = agent.now_ms()
+            try:
+                sample = await meter.read()
+            except MeterError as error:
+                evse.meter_failed(agent.now_ms(), str(error))
+            else:
+                evse.meter_sample(agent.now_ms(), sample)
+            now = agent.now_ms()
+            agent.service(now)
+            self.rearm()
+            delay = started + period - now
+            if delay > 0:
+                await asyncio.sleep(delay / 1000)
+
+    def rearm(self):
+        """Wake the safety task if the controller now wants to be called earlier."""
+        deadline = self.evse.next_deadline()
+        if deadline is not None and (self.sleep_until is None or deadline < self.sleep_until):
+            self.waker.wake()
+
+
+class Agent:
+    """All connectors of one station, the station logic, and whoever watches (timeline, OCPP)."""
+
+    def __init__(self, station, hardware, poll_ms=0, now_ms=None):
+        self.station = station
+        self.runtimes = []
+        self.by_connector = {}
+        for connector_id in sorted(station.evses):
+            runtime = ConnectorRuntime(self, station.evses[connector_id],
+                                       hardware[connector_id], poll_ms)
+            self.runtimes.append(runtime)
+            self.by_connector[connector_id] = runtime
+        self.observers = []      # called with (evse or None, event) for every event
+        self.hooks = []          # called after every service pass (e.g. to re-check conditions)
+        self.running = False
+        self.now_ms = now_ms
+        self._servicing = False
+
+    def service(self, now):
+        """Apply every pending command, hand every event to the station and the observers,
+        until nothing is left (a handler may cause more)."""
+        if self._servicing:
+            return
+        self._servicing = True
+        try:
+            for _ in range(32):
+                busy = False
+                for runtime in self.runtimes:
+                    evse = runtime.evse
+                    commands = evse.take_commands()
+                    for command in commands:
+                        runtime.apply(command, now)
+                    events = evse.take_events()
+                    if commands or events:
+                        busy = True
+                    for event in events:
+                        self.station.handle(evse, event)
+                        for observer in self.observers:
+                            observer(evse, event)
+                events = self.station.take_events()
+                for event in events:
+                    busy = True
+                    for observer in self.observers:
+                        observer(None, event)
+                if not busy:
+                    break
+        finally:
+            self._servicing = False
+        for runtime in self.runtimes:
+            runtime.rearm()
+        for hook in self.hooks:
+            hook()
+
+    def act(self, fn, *args):
+        """Run a station/controller command from outside (scenario, OCPP) and service it."""
+        now = self.now_ms()
+        result = fn(now, *args)
+        self.service(now)
+        return result
+
+    async def run(self):
+        if self.now_ms is None:
+            self.now_ms = loop_clock_ms()
+        self.running = True
+        tasks = []
+        for runtime in self.runtimes:
+            tasks.append(asyncio.create_task(runtime.safety_loop()))
+            if runtime.hw.meter is not None:
+                tasks.append(asyncio.create_task(runtime.meter_loop()))
+        try:
+            await asyncio.gather(*tasks)
+        finally:
+            self.running = False
+            for task in tasks:
+                task.cancel()
+
+    def stop(self):
+        self.running = False
+        for runtime in self.runtimes:
+            runtime.waker.wake()

@@ -1,0 +1,1 @@
+"""Hardware abstraction: interfaces (portable) and board drivers."""

@@ -1,0 +1,1 @@
+"""The simulated world (CPython only): EV, pilot electrics, contactor, RCD, meter, clock."""

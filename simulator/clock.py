@@ -1,0 +1,71 @@
+"""Virtual time for asyncio: the agent's own asyncio code, unchanged, runs hours in a second.
+
+`VirtualTimeLoop` is a selector event loop whose clock only moves when every task is waiting:
+the selector first polls real I/O without blocking (so sockets between tasks of this process,
+e.g. the agent and the local CSMS, keep working), and only when nothing is ready does it jump
+the clock to the next timer instead of sleeping. Everything written against `loop.time()`,
+`asyncio.sleep`, `call_later` (our runtime, `websockets`' timeouts) sees consistent time.
+
+The clock is kept in integer microseconds, so millisecond deadlines land exactly.
+"""
+import asyncio
+import math
+import selectors
+
+
+class _VirtualSelector(selectors.DefaultSelector):
+    def __init__(self, clock):
+        super().__init__()
+        self._clock = clock
+
+    def select(self, timeout=None):
+        events = super().select(0)
+        if events or timeout == 0:
+            return events
+        clock = self._clock
+        if timeout is None or clock.hold:
+            # Nothing scheduled (or someone awaits real I/O from outside): wait for real.
+            return super().select(timeout if not clock.hold else min(timeout or 0.01, 0.01))
+        # ceil to whole microseconds (rounded first: 0.005 s * 1e6 is 5000.000000000001)
+        clock.advance_us(math.ceil(round(timeout * 1_000_000, 3)))
+        return []
+
+
+class VirtualClock:
+    def __init__(self):
+        self.us = 0
+        self.hold = 0          # > 0 while real (out-of-process) I/O must not be overtaken
+
+    def advance_us(self, delta):
+        if delta > 0:
+            self.us += delta
+
+
+class VirtualTimeLoop(asyncio.SelectorEventLoop):
+    def __init__(self):
+        self.clock = VirtualClock()
+        super().__init__(_VirtualSelector(self.clock))
+
+    def time(self):
+        return self.clock.us / 1_000_000
+
+
+def run(coro, virtual=True):
+    """Run `coro` to completion in virtual time (or in real time with virtual=False)."""
+    if not virtual:
+        return asyncio.run(coro)
+    loop = VirtualTimeLoop()
+    try:
+        asyncio.set_event_loop(loop)
+        return loop.run_until_complete(coro)
+    finally:
+        try:
+            pending = [task for task in asyncio.all_tasks(loop) if not task.done()]
+            for task in pending:
+                task.cancel()
+            if pending:
+                loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
+            loop.run_until_complete(loop.shutdown_asyncgens())
+        finally:
+            asyncio.set_event_loop(None)
+            loop.close()

@@ -1,0 +1,134 @@
+"""The readable timeline of a simulated session (and its JSON form for scripts).
+
+One row per moment something happened on a connector: the events of one agent step are
+merged, and every row shows the state after them: pilot, PWM, contactor, current, energy,
+session. Scenario steps and expectation results are rows of their own.
+"""
+import datetime
+import sys
+
+from agent import evse as evse_mod
+
+HEADER = "%-12s  %-3s %-6s %-6s %7s %9s  %-14s  %s" % (
+    "time", "cp", "pwm", "relay", "I/phase", "energy", "session", "what happened")
+
+
+def _pilot_text(mode, duty):
+    if mode == evse_mod.PWM:
+        return "PWM %d.%d %%" % (duty // 10, duty % 10)
+    return "pilot " + mode.upper()
+
+
+def describe(event):
+    """Human text for one controller or station event tuple (time, kind, *data)."""
+    kind, data = event[1], event[2:]
+    if kind == "cp":
+        return "CP " + data[0]
+    if kind == "session":
+        return "session " + data[0]
+    if kind == "pilot":
+        return _pilot_text(*data)
+    if kind == "contactor":
+        return "close contactor" if data[0] else "open contactor"
+    if kind == "fault":
+        return ("FAULT " if data[1] else "cleared ") + data[0]
+    if kind == "session_started":
+        return "session started (%s)" % data[0]
+    if kind == "session_ended":
+        return "session ended: %s, %d Wh" % (data[0], data[1])
+    if kind == "token":
+        return "token %s: %s" % (data[0], data[1])
+    if kind == "info":
+        return data[0]
+    return " ".join(str(d) for d in (kind,) + data)
+
+
+class Timeline:
+    def __init__(self, out=None, realtime=False, quiet=False):
+        self.out = out if out is not None else sys.stdout
+        self.realtime = realtime
+        self.quiet = quiet
+        self.rows = []
+        self.sim = None
+        self._pending = {}
+        self._started_wall = None
+
+    def attach(self, simulation):
+        self.sim = simulation
+        simulation.agent.hooks.append(self.flush)
+        self._started_wall = datetime.datetime.now(datetime.timezone.utc)
+        self._print(HEADER)
+
+    def stamp(self, ms):
+        if self.realtime:
+            wall = self._started_wall + datetime.timedelta(milliseconds=ms)
+            return wall.strftime("%H:%M:%S.") + "%03d" % (wall.microsecond // 1000)
+        seconds, millis = divmod(ms, 1000)
+        minutes, seconds = divmod(seconds, 60)
+        hours, minutes = divmod(minutes, 60)
+        return "%02d:%02d:%02d.%03d" % (hours, minutes, seconds, millis)
+
+    def _print(self, line):
+        if not self.quiet:
+            print(line, file=self.out)
+
+    def snapshot(self, connector_id):
+        sim = self.sim
+        evse = sim.evse(connector_id)
+        connector = sim.world.connectors[connector_id]
+        return {
+            "connector": connector_id,
+            "cp_state": evse.cp_state,
+            "pwm_permille": evse.duty if evse.pilot_mode == evse_mod.PWM else None,
+            "contactor": "closed" if connector.contactor.closed else "open",
+            "ev_current_ma": connector.ev_current_ma(),
+            "energy_wh": evse.session_energy_wh(),
+            "session": evse.state,
+            "fault": evse.faults.first(),
+        }
+
+    def _row(self, time_ms, connector_id, texts):
+        row = self.snapshot(connector_id)
+        row["time_ms"] = time_ms
+        row["events"] = texts
+        self.rows.append(row)
+        pwm = row["pwm_permille"]
+        pwm_text = "-" if pwm is None else "%d.%d%%" % (pwm // 10, pwm % 10)
+        many = len(self.sim.world.connectors) > 1
+        self._print("%-12s  %-3s %-6s %-6s %6.1fA %7d Wh  %-14s  %s%s" % (
+            self.stamp(time_ms), row["cp_state"], pwm_text, row["contactor"],
+            row["ev_current_ma"] / 1000, row["energy_wh"], row["session"],
+            "[%d] " % connector_id if many else "", "; ".join(texts)))
+
+    # -------------------------------------------------------------- feeds
+    def agent_event(self, evse, event):
+        connector_id = evse.connector_id if evse is not None else event[4] or 1
+        key = (event[0], connector_id)
+        self._pending.setdefault(key, []).append(describe(event))
+
+    def flush(self):
+        pending, self._pending = self._pending, {}
+        for (time_ms, connector_id) in sorted(pending):
+            self._row(time_ms, connector_id, pending[(time_ms, connector_id)])
+
+    def step(self, step):
+        self.flush()
+        now = self.sim.now_ms()
+        self.rows.append({"time_ms": now, "step": step.text, "line": step.line})
+        self._print("%-12s  > %s" % (self.stamp(now), step.text))
+
+    def expectation(self, expectation):
+        step = expectation.step
+        self.rows.append({"time_ms": expectation.time_ms, "expect": step.text,
+                          "line": step.line, "held": expectation.held,
+                          "actual": expectation.actual})
+        verdict = "ok  " if expectation.held else "FAIL"
+        detail = "" if expectation.held else "  (actual: %s)" % (expectation.actual,)
+        self._print("%-12s  %s %s:%d %s%s" % (self.stamp(expectation.time_ms), verdict,
+                                              step.file, step.line, step.text, detail))
+
+    def summary(self, expectations):
+        self.flush()
+        failed = [e for e in expectations if not e.held]
+        self._print("%d expectations: %d held, %d failed" % (
+            len(expectations), len(expectations) - len(failed), len(failed)))

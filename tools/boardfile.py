@@ -1,0 +1,244 @@
+"""Board files (`boards/NAME.toml`): load, validate, normalise (CPython).
+
+The schema is a table. Validation collects every problem and reports each as
+`FILE:LINE: key: problem`, so a charger maker fixes a file in one pass. The result is a plain
+dict of integers and strings (mA, ms, ...) that the portable core takes as it is, and that
+`evse bundle` writes as JSON for a microcontroller.
+"""
+import os
+import re
+import tomllib
+
+from agent import params as params_table
+from simulator import units
+
+HALS = ("simulator", "linux", "micropython", "unix")
+
+
+def _choice(*allowed):
+    def check(value):
+        if value not in allowed:
+            raise ValueError("must be one of %s, got %r" % (", ".join(map(str, allowed)), value))
+        return value
+    return check
+
+
+def _string(max_len=None):
+    def check(value):
+        if not isinstance(value, str):
+            raise ValueError("must be a string, got %r" % (value,))
+        if max_len is not None and len(value) > max_len:
+            raise ValueError("must be at most %d characters" % max_len)
+        return value
+    return check
+
+
+def _boolean(value):
+    if not isinstance(value, bool):
+        raise ValueError("must be true or false, got %r" % (value,))
+    return value
+
+
+def _integer(low, high):
+    def check(value):
+        if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
+            raise ValueError("must be an integer %d..%d, got %r" % (low, high, value))
+        return value
+    return check
+
+
+def _quantity(parse, low, high, unit):
+    def check(value):
+        if not isinstance(value, str):
+            raise ValueError("must be a quoted quantity like \"32A\", got %r" % (value,))
+        amount = parse(value)
+        if not low <= amount <= high:
+            raise ValueError("must be between %s and %s" % (low_text, high_text))
+        return amount
+    low_text, high_text = "%g%s" % (low / 1000, unit), "%g%s" % (high / 1000, unit)
+    return check
+
+
+def _id_tags(value):
+    if not isinstance(value, list) or not all(isinstance(t, str) and 0 < len(t) <= 20
+                                              for t in value):
+        raise ValueError("must be a list of id tags (strings of 1..20 characters)")
+    return value
+
+
+CURRENT = _quantity(units.parse_current, 6000, 80000, "A")
+DURATION = _quantity(units.parse_duration, 1, 86400000, "s")
+
+# (table, key, check, default) -- default REQUIRED means the key must be present
+REQUIRED = object()
+TOP = (
+    ("", "name", _string(64), REQUIRED),
+    ("", "description", _string(), ""),
+    ("", "hal", _choice(*HALS), REQUIRED),
+    ("station", "vendor", _string(20), "evse-agent"),
+    ("station", "model", _string(20), "simulated"),
+    ("station", "serial", _string(25), "SIM-0001"),
+    ("station", "firmware", _string(50), "0.1.0"),
+    ("authorization", "mode", _choice("free", "list"), "free"),
+    ("authorization", "id_tags", _id_tags, []),
+    ("authorization", "free_tag", _string(20), "FREE"),
+    ("meter", "model", _string(32), "sim"),
+    ("sim", "noise_mv", _integer(0, 2000), 0),
+    ("sim", "seed", _integer(0, 2 ** 31), 1),
+    ("sim", "ev_capacity", _quantity(units.parse_energy, 1000, 300000000, "kWh"), 60000),
+    ("sim", "ev_soc", _integer(0, 100), 20),
+    ("sim", "ev_max_current", CURRENT, 32000),
+    ("sim", "ev_phases", _choice(1, 3), 3),
+    ("sim", "ev_delay", _quantity(units.parse_duration, 0, 5000, "s"), 500),
+    ("sim", "contactor_close", _quantity(units.parse_duration, 0, 1000, "s"), 30),
+    ("sim", "contactor_open", _quantity(units.parse_duration, 0, 1000, "s"), 20),
+)
+CONNECTOR = (
+    ("id", _integer(1, 32), REQUIRED),
+    ("type", _choice("socket", "cable"), "socket"),
+    ("max_current", CURRENT, REQUIRED),
+    ("cable_max_current", CURRENT, None),
+    ("phases", _choice(1, 3), 3),
+    ("ventilation", _boolean, False),
+    ("contactor_feedback", _boolean, True),
+    ("lock_feedback", _boolean, True),
+    ("state_e", _boolean, False),
+)
+TABLES = {"", "station", "authorization", "meter", "sim", "timing"}
+
+
+class BoardError(Exception):
+    def __init__(self, problems):
+        self.problems = problems
+        super().__init__("\n".join(problems))
+
+
+def _key_lines(text):
+    """(table, index, key) -> line number, from a light scan of the TOML text."""
+    lines = {}
+    table, index, counts = "", None, {}
+    for number, line in enumerate(text.splitlines(), 1):
+        stripped = line.strip()
+        array = re.match(r"\[\[\s*([\w.]+)\s*\]\]", stripped)
+        header = re.match(r"\[\s*([\w.]+)\s*\]", stripped)
+        if array:
+            table = array.group(1)
+            index = counts.get(table, 0)
+            counts[table] = index + 1
+            lines[(table, index, "")] = number
+        elif header:
+            table, index = header.group(1), None
+            lines[(table, None, "")] = number
+        else:
+            key = re.match(r"([\w\-]+)\s*=", stripped)
+            if key:
+                lines.setdefault((table, index, key.group(1)), number)
+    return lines
+
+
+def load(path):
+    """Load and validate a board file; raises BoardError listing every problem."""
+    with open(path, "rb") as file:
+        raw = file.read()
+    try:
+        text = raw.decode("utf-8")
+        document = tomllib.loads(text)
+    except UnicodeDecodeError as error:
+        raise BoardError(["%s:1: not UTF-8 text (%s)" % (path, error)])
+    except tomllib.TOMLDecodeError as error:
+        match = re.search(r"line (\d+)", str(error))
+        raise BoardError(["%s:%s: TOML syntax: %s" % (path, match.group(1) if match else 1, error)])
+    return validate(document, path, _key_lines(text))
+
+
+def validate(document, path="<board>", key_lines=None):
+    key_lines = key_lines or {}
+    problems = []
+    board = {"path": path}
+
+    def where(table, key, index=None):
+        line = key_lines.get((table, index, key)) or key_lines.get((table, index, "")) or 1
+        name = (table + "." if table else "") + ("%d." % index if index is not None else "")
+        return "%s:%d: %s%s" % (path, line, name, key)
+
+    for table in document:
+        if isinstance(document[table], dict) and table not in TABLES:
+            problems.append("%s: unknown table [%s] (known: %s)" % (
+                where(table, "")[:-1].rstrip("."), table, ", ".join(sorted(TABLES - {""}))))
+    for table, key, check, default in TOP:
+        section = document.get(table, {}) if table else document
+        target = board.setdefault(table, {}) if table else board
+        if key in section:
+            try:
+                target[key] = check(section[key])
+            except ValueError as error:
+                problems.append("%s: %s" % (where(table, key), error))
+        elif default is REQUIRED:
+            problems.append("%s: missing (required)" % where(table, key))
+        else:
+            target[key] = default
+    for table in TABLES - {""}:
+        section = document.get(table, {})
+        known = {k for t, k, _, _ in TOP if t == table}
+        if table == "timing":
+            known = set(params_table.DEFAULTS)
+        for key in section:
+            if key not in known:
+                problems.append("%s: unknown key (known: %s)" % (where(table, key),
+                                                               ", ".join(sorted(known))))
+    timing = document.get("timing", {})
+    board["timing"] = {}
+    for key in timing:
+        if key in params_table.DEFAULTS:
+            try:
+                params_table.Params({key: timing[key]})
+                board["timing"][key] = timing[key]
+            except ValueError as error:
+                problems.append("%s: %s" % (where("timing", key), error))
+
+    connectors = document.get("connectors")
+    board["connectors"] = []
+    if not isinstance(connectors, list) or not connectors:
+        problems.append("%s:1: connectors: at least one [[connectors]] table is required" % path)
+        connectors = []
+    seen = set()
+    for index, section in enumerate(connectors):
+        connector = {}
+        for key, check, default in CONNECTOR:
+            if key in section:
+                try:
+                    connector[key] = check(section[key])
+                except ValueError as error:
+                    problems.append("%s: %s" % (where("connectors", key, index), error))
+            elif default is REQUIRED:
+                problems.append("%s: missing (required)" % where("connectors", key, index))
+            else:
+                connector[key] = default
+        for key in section:
+            if key not in {k for k, _, _ in CONNECTOR}:
+                problems.append("%s: unknown key" % where("connectors", key, index))
+        if connector.get("id") in seen:
+            problems.append("%s: duplicate connector id %d" % (
+                where("connectors", "id", index), connector["id"]))
+        seen.add(connector.get("id"))
+        if connector.get("type") == "cable" and connector.get("cable_max_current") is None:
+            connector["cable_max_current"] = connector.get("max_current")
+        board["connectors"].append(connector)
+    if board.get("authorization", {}).get("mode") == "list" and \
+            not board["authorization"].get("id_tags"):
+        problems.append("%s: mode \"list\" needs id_tags" % where("authorization", "mode"))
+    if problems:
+        raise BoardError(problems)
+    return board
+
+
+def find(name_or_path):
+    """A board by path, or by name from the bundled boards/ folder."""
+    if os.path.exists(name_or_path):
+        return name_or_path
+    bundled = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                           "boards", name_or_path if name_or_path.endswith(".toml")
+                           else name_or_path + ".toml")
+    if os.path.exists(bundled):
+        return bundled
+    raise BoardError(["%s: no such board file" % name_or_path])

@@ -1,0 +1,147 @@
+"""`evse`: every user-facing command of evse-agent.
+
+    evse demo                         one full charging session on the simulated board
+    evse sim --scenario FILE          the real agent on the simulated board, scripted
+    evse diagram                      the controller's state tables as Mermaid
+"""
+import argparse
+import json
+import os
+import sys
+
+SCENARIO_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                            "simulator", "scenarios")
+EXIT_OK, EXIT_EXPECTATION_FAILED, EXIT_BAD_INPUT = 0, 1, 2
+
+
+def _scenario_path(name):
+    """A scenario by path, or by name from the bundled simulator/scenarios/."""
+    if os.path.exists(name):
+        return name
+    bundled = os.path.join(SCENARIO_DIR, name if name.endswith(".scn") else name + ".scn")
+    if os.path.exists(bundled):
+        return bundled
+    raise FileNotFoundError("%s: no such scenario (bundled: %s)" % (
+        name, ", ".join(sorted(f[:-4] for f in os.listdir(SCENARIO_DIR) if f.endswith(".scn")))))
+
+
+def _load(args):
+    """Board and steps, or a clear error naming file:line; nothing runs on bad input."""
+    from simulator import scenario as scenario_mod
+    from tools import boardfile
+    board = boardfile.load(boardfile.find(args.board))
+    steps = scenario_mod.parse_file(_scenario_path(args.scenario))
+    return board, steps
+
+
+def cmd_sim(args):
+    from simulator import scenario as scenario_mod
+    from simulator.runner import simulate
+    from simulator.timeline import Timeline
+    from tools import boardfile
+    if args.help_scenario:
+        print(scenario_mod.describe())
+        return EXIT_OK
+    try:
+        board, steps = _load(args)
+    except (boardfile.BoardError, scenario_mod.ScenarioError, FileNotFoundError) as error:
+        print("evse sim: %s" % error, file=sys.stderr)
+        return EXIT_BAD_INPUT
+    timeline = Timeline(realtime=args.realtime, quiet=args.json)
+    try:
+        ok, simulation = simulate(board, steps, realtime=args.realtime, timeline=timeline)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return EXIT_EXPECTATION_FAILED
+    if args.json:
+        held = [e for e in simulation.expectations if e.held]
+        json.dump({"ok": ok, "board": board["name"], "scenario": args.scenario,
+                   "expectations": len(simulation.expectations), "held": len(held),
+                   "failed": len(simulation.expectations) - len(held),
+                   "timeline": timeline.rows}, sys.stdout, indent=1)
+        print()
+    else:
+        print("simulated %s in %.2f s of wall time" % (
+            timeline.stamp(simulation.now_ms()) if not args.realtime else "run",
+            simulation.wall_seconds))
+    return EXIT_OK if ok else EXIT_EXPECTATION_FAILED
+
+
+def cmd_demo(args):
+    args.scenario = "normal-session"
+    args.help_scenario = False
+    args.json = False
+    args.realtime = False
+    return cmd_sim(args)
+
+
+def cmd_diagram(args):
+    from agent.evse import CP_MACHINE, SESSION_MACHINE
+    machines = {"cp": CP_MACHINE, "session": SESSION_MACHINE}
+    chosen = machines if args.table == "all" else {args.table: machines[args.table]}
+    for name, machine in chosen.items():
+        if args.markdown:
+            print("### %s layer\n\n```mermaid" % name)
+        else:
+            print("%% %s layer" % name)
+        print(machine.mermaid())
+        if args.markdown:
+            print("```\n")
+    return EXIT_OK
+
+
+def parser():
+    top = argparse.ArgumentParser(
+        prog="evse", description="evse-agent: the software inside an EV charger, and its "
+        "simulator. Start with `evse demo`.")
+    commands = top.add_subparsers(dest="command", metavar="COMMAND")
+
+    sim = commands.add_parser(
+        "sim", help="run the agent on the simulated board through a scenario",
+        description="Run the real agent on the simulated board (pilot electrics, EV, "
+        "contactor, RCD, meter) through a scenario file, in virtual time unless --realtime. "
+        "Prints a timeline; exits 0 only if every `expect` held (1 if not, 2 on bad input).",
+        epilog="Scenario format: evse sim --help-scenario. Bundled scenarios: %s" % (
+            ", ".join(sorted(f[:-4] for f in os.listdir(SCENARIO_DIR) if f.endswith(".scn")))
+            if os.path.isdir(SCENARIO_DIR) else "none"))
+    sim.add_argument("--board", default="sim", metavar="FILE",
+                     help="board file or bundled board name (default: sim)")
+    sim.add_argument("--scenario", default="normal-session", metavar="FILE",
+                     help="scenario file or bundled name (default: normal-session)")
+    sim.add_argument("--realtime", action="store_true",
+                     help="run in wall-clock time (timestamps in UTC) instead of virtual time")
+    sim.add_argument("--json", action="store_true",
+                     help="print one JSON object (timeline rows, expectation counts)")
+    sim.add_argument("--help-scenario", action="store_true",
+                     help="describe the scenario verbs and subjects, then exit")
+    sim.set_defaults(func=cmd_sim)
+
+    demo = commands.add_parser(
+        "demo", help="one full charging session on the simulated board",
+        description="Plug in, authorize, charge, unplug: the real agent on the simulated "
+        "board in virtual time, with a readable timeline.")
+    demo.add_argument("--board", default="sim", metavar="FILE", help=argparse.SUPPRESS)
+    demo.set_defaults(func=cmd_demo)
+
+    diagram = commands.add_parser(
+        "diagram", help="print the controller's state tables as Mermaid",
+        description="Print the IEC 61851 controller's tables (CP layer, session layer) as "
+        "Mermaid stateDiagram-v2, straight from the tables the agent runs.")
+    diagram.add_argument("--table", choices=("cp", "session", "all"), default="all")
+    diagram.add_argument("--markdown", action="store_true",
+                         help="wrap each diagram in a ```mermaid block")
+    diagram.set_defaults(func=cmd_diagram)
+    return top
+
+
+def main(argv=None):
+    top = parser()
+    args = top.parse_args(argv)
+    if not getattr(args, "func", None):
+        top.print_help()
+        return EXIT_BAD_INPUT
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
