@@ -81,8 +81,14 @@ CP_MACHINE = Machine(
         (ANY, "E", "E", None, None),
         (ANY, "F", "F", None, None),
     ),
-    entry={"D": "cp_enter_d", "E": "cp_enter_e", "F": "cp_enter_f"},
-    exit={"D": "cp_exit_d", "E": "cp_exit_e", "F": "cp_exit_f"},
+)
+
+# Faults that are simply what the pilot shows: raised while the CP is seen in that state,
+# cleared once it is seen in another (not while the EVSE drives F and cannot see it).
+CP_FAULTS = (
+    ("D", "ventilation_unavailable"),    # only on boards without ventilation
+    ("E", "state_e"),
+    ("F", "pilot_fault"),                # -12 V although the EVSE does not drive F
 )
 
 SESSION_MACHINE = Machine(
@@ -173,24 +179,6 @@ class CpModel:
     def cp_power_withdrawn(self, _):
         self.evse._ev_presence(True, False)
 
-    def cp_enter_d(self, _):
-        if not self.evse.ventilation:
-            self.evse._raise("ventilation_unavailable")
-
-    def cp_exit_d(self, _):
-        self.evse._condition_gone("ventilation_unavailable")
-
-    def cp_enter_e(self, _):
-        self.evse._raise("state_e")
-
-    def cp_exit_e(self, _):
-        self.evse._condition_gone("state_e")
-
-    def cp_enter_f(self, _):
-        self.evse._raise("pilot_fault")
-
-    def cp_exit_f(self, _):
-        self.evse._condition_gone("pilot_fault")
 
 
 class Evse:
@@ -242,6 +230,7 @@ class Evse:
         self.pilot_mode = X1
         self.duty = 0
         self.offer_ma = 0
+        self.last_offer_ma = 0
         self.duty_changed_ms = None
         self.pilot_mode_since = 0
         self.f_until = None
@@ -524,6 +513,11 @@ class Evse:
         if letter != self.cp.state and letter != "unknown":
             CP_MACHINE.fire(self.cp, letter)
             self._event("cp", self.cp_state)
+            for shown, code in CP_FAULTS:
+                if letter == shown and not (shown == "D" and self.ventilation):
+                    self._raise(code)
+                else:
+                    self._condition_gone(code)
 
     def _ev_presence(self, plugged, requesting):
         """Turn CP levels into session edges; repeated levels (after F) emit nothing."""
@@ -701,7 +695,7 @@ class Evse:
             self._timers.pop("over_current", None)
             return
         # in C1 (PWM just removed) the last offer still counts: the EV has 6 s to stop
-        offered = self.offer_ma
+        offered = self.last_offer_ma
         p = self.params
         limit = offered * (100 + p.over_current_tolerance_pct) // 100 + p.over_current_noise_ma
         drawn = max(c for c in currents if c is not None) if any(
@@ -778,11 +772,10 @@ class Evse:
                 self._timers["unlock_in_f"] = now + self.params.unlock_in_f_ms
         self.pilot_mode = mode
         if mode == PWM:
-            self.offer_ma, self.duty = offer, duty_for_current(offer)
-        elif mode != X1 or not self.contactor_closed:
-            self.offer_ma, self.duty = 0, 0
+            self.offer_ma = self.last_offer_ma = offer
+            self.duty = duty_for_current(offer)
         else:
-            self.duty = 0       # C1 grace: keep offer_ma for the over-current check
+            self.offer_ma = self.duty = 0
         self.pilot_mode_since = now
         self._commands.append((PILOT, (mode, self.duty)))
         self._event("pilot", mode, self.duty)

@@ -34,7 +34,7 @@ SUBJECTS = {
     "ev_current": lambda sim, c: sim.world.connectors[c].ev_current_ma(),
     "energy": lambda sim, c: sim.evse(c).session_energy_wh(),
     "soc": _soc,
-    "fault": lambda sim, c: sim.evse(c).faults.first() or "none",
+    "fault": lambda sim, c: sim.evse(c).faults.codes(),
 }
 
 
@@ -196,6 +196,7 @@ class Simulation:
         while True:
             actual = self.read(condition, c)
             if condition.holds(actual):
+                self._record(step, True, actual)
                 return
             remaining = deadline - self.now_ms()
             if remaining <= 0:
