@@ -367,6 +367,7 @@ class Evse:
         """A fresh meter reading (hal.MeterSample: integer Wh, W, mA, dV)."""
         self.now = now
         self.meter = sample
+        events_before = len(self._events)
         energy = sample.energy_import_wh
         if energy is not None:
             if self.energy_wh is not None and energy < self.energy_wh:
@@ -380,7 +381,10 @@ class Evse:
             self._timers["meter"] = now + self.params.meter_timeout_ms
             self._condition_gone("meter_lost")
         self._check_over_current(now, sample)
-        self._step(now)
+        # A reading that raised, cleared or started nothing cannot change an output; skip the
+        # derivation (once per second for hours) unless a timer is due anyway.
+        if len(self._events) != events_before or self._timer_due(now):
+            self._step(now)
 
     def meter_failed(self, now, reason):
         """A read failed; the fault comes only when no reading arrives for meter_timeout_ms."""
@@ -472,6 +476,10 @@ class Evse:
         if not len(self.faults) and self.state == "faulted":
             self._fire("cleared")
         self._step(now)
+
+    def _timer_due(self, now):
+        deadline = self.next_deadline()
+        return deadline is not None and deadline <= now
 
     def poll(self, now):
         """Run whatever timers are due. Call at next_deadline(), or any time."""
@@ -790,7 +798,9 @@ class Evse:
         if letter not in ("C", "D") or (letter == "D" and not self.ventilation):
             return False
         if self.pilot_mode == PWM:
-            return self.state == "charging"
+            # close only on a settled pilot: a reading still in its debounce may be the EV
+            # leaving C, and must not meet a contactor that closes in the meantime
+            return self.state == "charging" and (self.contactor_closed or self.reader.settled())
         if self.pilot_mode == X1 and self.contactor_closed and \
                 self.pwm_off_under_load_ms is not None:
             return now - self.pwm_off_under_load_ms < self.params.power_off_under_load_ms

@@ -23,31 +23,32 @@ entry action (entry sees the new state).
 ANY = "*"
 
 
-class Row:
-    __slots__ = ("sources", "event", "target", "guard", "negate", "action")
+# A compiled row is a plain tuple (sources, event, target, guard, negate, action): on
+# MicroPython an instance carries a dict whatever its __slots__, a tuple costs a fraction.
+SOURCES, EVENT, TARGET, GUARD, NEGATE, ACTION = 0, 1, 2, 3, 4, 5
 
-    def __init__(self, sources, event, target, guard, action):
-        if isinstance(sources, str):
-            sources = (sources,)
-        self.sources = tuple(sources)
-        self.event = event
-        self.target = target
-        if guard is not None and guard in ("", "!"):
-            raise ValueError("empty guard in row for event %r" % event)
-        self.negate = bool(guard) and guard[0] == "!"
-        self.guard = guard[1:] if self.negate else guard
-        self.action = action
 
-    def matches(self, state):
-        return ANY in self.sources or state in self.sources
+def compile_row(sources, event, target, guard, action):
+    if isinstance(sources, str):
+        sources = (sources,)
+    if guard is not None and guard in ("", "!"):
+        raise ValueError("empty guard in row for event %r" % event)
+    negate = bool(guard) and guard[0] == "!"
+    return (tuple(sources), event, target, guard[1:] if negate else guard, negate, action)
 
-    def label(self):
-        text = self.event
-        if self.guard:
-            text += " [" + ("not " if self.negate else "") + self.guard + "]"
-        if self.action:
-            text += " / " + self.action
-        return text
+
+def row_matches(row, state):
+    sources = row[SOURCES]
+    return ANY in sources or state in sources
+
+
+def row_label(row):
+    text = row[EVENT]
+    if row[GUARD]:
+        text += " [" + ("not " if row[NEGATE] else "") + row[GUARD] + "]"
+    if row[ACTION]:
+        text += " / " + row[ACTION]
+    return text
 
 
 def _holds(model, guard):
@@ -68,15 +69,15 @@ class Machine:
         self.exit = exit or {}
         if initial not in self.states:
             raise ValueError("%s: unknown initial state %r" % (name, initial))
-        self.rows = tuple(Row(*row) for row in rows)
+        self.rows = tuple(compile_row(*row) for row in rows)
         self._by_event = {}
         for row in self.rows:
-            for source in row.sources:
+            for source in row[SOURCES]:
                 if source != ANY and source not in self.states:
                     raise ValueError("%s: unknown source state %r" % (name, source))
-            if row.target is not None and row.target not in self.states:
-                raise ValueError("%s: unknown target state %r" % (name, row.target))
-            self._by_event.setdefault(row.event, []).append(row)
+            if row[TARGET] is not None and row[TARGET] not in self.states:
+                raise ValueError("%s: unknown target state %r" % (name, row[TARGET]))
+            self._by_event.setdefault(row[EVENT], []).append(row)
         for table in (self.entry, self.exit):
             for state in table:
                 if state not in self.states:
@@ -92,16 +93,16 @@ class Machine:
             return False
         state = model.state
         for row in rows:
-            if not row.matches(state):
+            if not row_matches(row, state):
                 continue
-            if row.guard is not None and _holds(model, row.guard) == row.negate:
+            if row[GUARD] is not None and _holds(model, row[GUARD]) == row[NEGATE]:
                 continue
-            target = row.target
+            target = row[TARGET]
             changing = target is not None and target != state
             if changing and state in self.exit:
                 getattr(model, self.exit[state])(arg)
-            if row.action is not None:
-                getattr(model, row.action)(arg)
+            if row[ACTION] is not None:
+                getattr(model, row[ACTION])(arg)
             if changing:
                 model.state = target
                 if target in self.entry:
@@ -111,8 +112,8 @@ class Machine:
 
     def can_fire(self, model, event):
         for row in self._by_event.get(event, ()):
-            if row.matches(model.state) and (
-                    row.guard is None or _holds(model, row.guard) != row.negate):
+            if row_matches(row, model.state) and (
+                    row[GUARD] is None or _holds(model, row[GUARD]) != row[NEGATE]):
                 return True
         return False
 
@@ -128,10 +129,10 @@ class Machine:
             if notes:
                 lines.append("    %s : %s" % (state, "; ".join(notes)))
         for row in self.rows:
-            sources = self.states if ANY in row.sources else row.sources
+            sources = self.states if ANY in row[SOURCES] else row[SOURCES]
             for source in sources:
-                target = source if row.target is None else row.target
-                if ANY in row.sources and target == source and row.target is not None:
+                target = source if row[TARGET] is None else row[TARGET]
+                if ANY in row[SOURCES] and target == source and row[TARGET] is not None:
                     continue
-                lines.append("    %s --> %s : %s" % (source, target, row.label()))
+                lines.append("    %s --> %s : %s" % (source, target, row_label(row)))
         return "\n".join(lines)

@@ -164,6 +164,10 @@ class PilotReader:
             self._diode_candidate = bad_diode
             self._diode_since = now
 
+    def settled(self):
+        """No different reading is waiting for its debounce (nor a diode change)."""
+        return self._candidate is None and self._diode_candidate == self.diode_fault
+
     def poll(self, now):
         """Confirm what has been stable long enough. Returns True if anything changed."""
         changed = False

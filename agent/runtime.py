@@ -123,7 +123,6 @@ class ConnectorRuntime:
                 evse.meter_sample(agent.now_ms(), sample)
             now = agent.now_ms()
             agent.service(now)
-            self.rearm()
             delay = started + period - now
             if delay > 0:
                 await asyncio.sleep(delay / 1000)

@@ -207,13 +207,11 @@ class SimMeter(hal.Meter):
         connector = self.connector
         now = connector.world.now_ms()
         self.integrate(now)
-        currents = connector.phase_currents_ma()
-        voltages = connector.phase_voltages_dv()
-        powers = tuple(v * i // 10000 for v, i in zip(voltages, currents))
+        currents, voltages, powers, total = connector.electrical()
         return hal.MeterSample(
             energy_import_wh=self.import_wms // 3600000,
             energy_export_wh=self.export_wms // 3600000,
-            power_w=sum(powers), power_w_phases=powers, current_ma=currents,
+            power_w=total, power_w_phases=powers, current_ma=currents,
             voltage_dv=voltages, frequency_mhz=50000, timestamp_ms=now)
 
     async def read(self):
@@ -247,6 +245,8 @@ class SimConnector:
         self._retarget = None
         self._ev_step = None
         self._ev_since = 0
+        self._electrical = None
+        self._electrical_key = None
 
     # the "line" part of FAULT_INJECTIONS
     @property
@@ -271,20 +271,32 @@ class SimConnector:
     def powered(self):
         return self.contactor.closed and self.ev is not None
 
-    def phase_currents_ma(self):
+    def electrical(self):
+        """(currents mA, voltages dV, powers W, total W) per phase, cached: a meter poll
+        every second of an 8-hour virtual session must not recompute what did not change."""
         ev = self.ev
-        if ev is None or not self.contactor.closed or ev.current_ma == 0:
-            return (0, 0, 0)
-        phases = min(ev.phases, self.phases)
-        return tuple(ev.current_ma if n < phases else 0 for n in range(3))
+        key = None if ev is None or not self.contactor.closed or not ev.current_ma else (
+            ev.current_ma, min(ev.phases, self.phases))
+        if key != self._electrical_key or self._electrical is None:
+            if key is None:
+                currents = (0, 0, 0)
+            else:
+                currents = tuple(key[0] if n < key[1] else 0 for n in range(3))
+            voltages = tuple(NOMINAL_VOLTAGE_DV - i * SUPPLY_OHMS_MILLI // 100000
+                             for i in currents)
+            powers = tuple(v * i // 10000 for v, i in zip(voltages, currents))
+            self._electrical = (currents, voltages, powers, sum(powers))
+            self._electrical_key = key
+        return self._electrical
+
+    def phase_currents_ma(self):
+        return self.electrical()[0]
 
     def phase_voltages_dv(self):
-        sag = self.phase_currents_ma()
-        return tuple(NOMINAL_VOLTAGE_DV - i * SUPPLY_OHMS_MILLI // 100000 for i in sag)
+        return self.electrical()[1]
 
     def power_w(self):
-        return sum(v * i // 10000 for v, i in
-                   zip(self.phase_voltages_dv(), self.phase_currents_ma()))
+        return self.electrical()[3]
 
     def ev_current_ma(self):
         return max(self.phase_currents_ma())

@@ -71,6 +71,7 @@ class SafetyMachine(RuleBasedStateMachine):
         self.feedback_due = None      # (time, closed) of the contactor's mirror contact
         self.feedback = False
         self.open_reason_since = None
+        self.reason_since = {}
         self.pwm_off_in_c_since = None
         self.injected = set()         # fault codes the world has given a reason for
         self.last_meter = 0
@@ -114,6 +115,8 @@ class SafetyMachine(RuleBasedStateMachine):
             assert evse.state == "charging"
             assert not len(evse.faults), evse.faults.codes()
             assert evse.session_active
+            assert truth.letter() in ("C", "D"), "close command while the EV shows " + \
+                truth.letter()      # every reading reaches the controller at once here
             assert truth.rcd_trip is None
             assert truth.temperature_dc < self.params.temperature_stop_dc
         self.feedback_due = (self.now + 25, closed)
@@ -133,11 +136,13 @@ class SafetyMachine(RuleBasedStateMachine):
         return reasons
 
     def _track_reasons(self):
-        if self._open_reasons():
-            if self.open_reason_since is None:
-                self.open_reason_since = self.now
-        else:
-            self.open_reason_since = None
+        """Each reason to open keeps the time it began; the oldest one sets the deadline."""
+        reasons = self._open_reasons()
+        for gone in [r for r in self.reason_since if r not in reasons]:
+            del self.reason_since[gone]
+        for reason in reasons:
+            self.reason_since.setdefault(reason, self.now)
+        self.open_reason_since = min(self.reason_since.values()) if reasons else None
         if self.evse.pilot_mode == E.PWM or self.truth.letter() not in ("C", "D"):
             self.pwm_off_in_c_since = None
         elif self.pwm_off_in_c_since is None:

@@ -1,0 +1,395 @@
+"""tools.boardfile: board TOML files load, normalise to integers, and fail with FILE:LINE: key."""
+import os
+import re
+
+import pytest
+
+from agent import params as params_table
+from tools import boardfile
+from tools.boardfile import BoardError
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SIM_TOML = os.path.join(ROOT, "boards", "sim.toml")
+
+# A minimal valid board: 5 lines, the [[connectors]] header on line 3.
+MINIMAL = '''\
+name = "t"
+hal = "simulator"
+[[connectors]]
+id = 1
+max_current = "16A"
+'''
+
+
+def write(tmp_path, text, name="board.toml"):
+    path = tmp_path / name
+    if isinstance(text, bytes):
+        path.write_bytes(text)
+    else:
+        path.write_text(text, encoding="utf-8")
+    return str(path)
+
+
+def problems_of(tmp_path, text):
+    path = write(tmp_path, text)
+    with pytest.raises(BoardError) as caught:
+        boardfile.load(path)
+    problems = caught.value.problems
+    # every problem is one `FILE:LINE: ...` line, and str() lists them all
+    for problem in problems:
+        assert problem.startswith(path + ":"), problem
+        assert re.match(re.escape(path) + r":\d+: \S", problem), problem
+    assert str(caught.value) == "\n".join(problems)
+    return path, problems
+
+
+def only_problem(tmp_path, text):
+    path, problems = problems_of(tmp_path, text)
+    assert len(problems) == 1, problems
+    return path, problems[0]
+
+
+# ------------------------------------------------------------------------------ the sim board
+
+def test_sim_board_normalises_to_integers():
+    board = boardfile.load(SIM_TOML)
+    assert board == {
+        "path": SIM_TOML,
+        "name": "sim",
+        "description": "Simulated 22 kW Type 2 socket charger (one connector)",
+        "hal": "simulator",
+        "station": {"vendor": "evse-agent", "model": "SIM-22", "serial": "SIM-0001",
+                    "firmware": "0.1.0"},
+        "authorization": {"mode": "list", "id_tags": ["04A1B2C3", "DEADBEEF", "TAG-001"],
+                          "free_tag": "FREE"},
+        "meter": {"model": "sim"},
+        "sim": {"noise_mv": 0, "seed": 1, "ev_capacity": 60000, "ev_soc": 20,
+                "ev_max_current": 32000, "ev_phases": 3, "ev_delay": 500,
+                "contactor_close": 30, "contactor_open": 20},
+        "timing": {},
+        "connectors": [{"id": 1, "type": "socket", "max_current": 32000,
+                        "cable_max_current": None, "phases": 3, "ventilation": False,
+                        "contactor_feedback": True, "lock_feedback": True, "state_e": False}],
+    }
+
+
+def test_sim_board_numbers_are_plain_ints():
+    board = boardfile.load(SIM_TOML)
+    numbers = list(board["sim"].values()) + [board["connectors"][0][k] for k in
+                                             ("id", "max_current", "phases")]
+    for value in numbers:
+        assert type(value) is int, value
+
+
+def test_find_bundled_board_by_name():
+    assert os.path.samefile(boardfile.find("sim"), SIM_TOML)
+    assert os.path.samefile(boardfile.find("sim.toml"), SIM_TOML)
+    with pytest.raises(BoardError) as caught:
+        boardfile.find("no-such-board")
+    assert caught.value.problems == ["no-such-board: no such board file"]
+
+
+def test_quantities_are_converted_exactly(tmp_path):
+    path = write(tmp_path, MINIMAL.replace('"16A"', '"6.5A"') + '''\
+type = "cable"
+[sim]
+ev_capacity = "75.5kWh"
+ev_delay = "0.25s"
+contactor_close = "1s"
+contactor_open = "0ms"
+ev_max_current = "500mA"
+[timing]
+pilot_debounce_ms = 50
+power_off_under_load_ms = 6000
+''')
+    with pytest.raises(BoardError) as caught:      # 500 mA is below 6 A
+        boardfile.load(path)
+    assert [p.split(": ", 1)[0] for p in caught.value.problems] == ["%s:12" % path]
+    assert caught.value.problems[0] == "%s:12: sim.ev_max_current: must be between 6A and 80A" \
+        % path
+    board = boardfile.load(write(tmp_path, open(path).read().replace('"500mA"', '"80A"')))
+    assert board["connectors"][0]["max_current"] == 6500
+    assert board["connectors"][0]["type"] == "cable"
+    assert board["connectors"][0]["cable_max_current"] == 6500   # tethered: the cable's rating
+    assert board["sim"]["ev_capacity"] == 75500
+    assert board["sim"]["ev_delay"] == 250
+    assert board["sim"]["contactor_close"] == 1000
+    assert board["sim"]["contactor_open"] == 0
+    assert board["sim"]["ev_max_current"] == 80000
+    assert board["timing"] == {"pilot_debounce_ms": 50, "power_off_under_load_ms": 6000}
+
+
+def test_defaults_of_a_minimal_board(tmp_path):
+    board = boardfile.load(write(tmp_path, MINIMAL))
+    assert board["authorization"] == {"mode": "free", "id_tags": [], "free_tag": "FREE"}
+    assert board["connectors"] == [{"id": 1, "type": "socket", "max_current": 16000,
+                                    "cable_max_current": None, "phases": 3,
+                                    "ventilation": False, "contactor_feedback": True,
+                                    "lock_feedback": True, "state_e": False}]
+    assert board["timing"] == {}
+
+
+# ------------------------------------------------------------------------------ one problem each
+
+def test_missing_required_connector_key_points_at_its_table(tmp_path):
+    path, problem = only_problem(tmp_path, 'name = "t"\nhal = "simulator"\n\n'
+                                 '[[connectors]]\nid = 1\ntype = "socket"\n')
+    assert problem == "%s:4: connectors.0.max_current: missing (required)" % path
+
+
+def test_missing_required_top_level_key(tmp_path):
+    path, problem = only_problem(tmp_path, MINIMAL.replace('name = "t"\n', '# no name\n'))
+    assert problem == "%s:1: name: missing (required)" % path
+
+
+def test_missing_connectors(tmp_path):
+    path, problem = only_problem(tmp_path, 'name = "t"\nhal = "simulator"\n')
+    assert problem == "%s:1: connectors: at least one [[connectors]] table is required" % path
+
+
+@pytest.mark.parametrize("line, expected", [
+    ('max_current = 16', 'connectors.0.max_current: must be a quoted quantity like "32A", got 16'),
+    ('ventilation = "no"', "connectors.0.ventilation: must be true or false, got 'no'"),
+    ('id = "1"', "connectors.0.id: must be an integer 1..32, got '1'"),
+    ('phases = "3"', "connectors.0.phases: must be one of 1, 3, got '3'"),
+])
+def test_wrong_type_in_connector(tmp_path, line, expected):
+    key = line.split(" ")[0]
+    text = MINIMAL.replace("%s = " % key, "# %s = " % key) + line + "\n"
+    path, problem = only_problem(tmp_path, text)
+    assert problem == "%s:6: %s" % (path, expected)
+
+
+def test_wrong_type_in_sim_table(tmp_path):
+    path, problem = only_problem(tmp_path, MINIMAL + '[sim]\nnoise_mv = 5\nev_soc = "20%"\n')
+    assert problem == "%s:8: sim.ev_soc: must be an integer 0..100, got '20%%'" % path
+
+
+def test_bare_number_needs_a_unit(tmp_path):
+    path, problem = only_problem(tmp_path, MINIMAL + '[sim]\nev_delay = "500"\n')
+    assert problem == ("%s:7: sim.ev_delay: expected a duration like 500ms, 30s or 2h, "
+                       "got '500' (the unit is required)" % path)
+
+
+def test_out_of_range_current(tmp_path):
+    path, problem = only_problem(tmp_path, MINIMAL.replace('"16A"', '"90A"'))
+    assert problem == "%s:5: connectors.0.max_current: must be between 6A and 80A" % path
+
+
+@pytest.mark.parametrize("value, ok", [("5.9A", False), ("6A", True), ("80A", True),
+                                       ("80.001A", False)])
+def test_current_range_bounds(tmp_path, value, ok):
+    path = write(tmp_path, MINIMAL.replace('"16A"', '"%s"' % value))
+    if ok:
+        assert boardfile.load(path)["connectors"][0]["max_current"] == \
+            int(float(value[:-1]) * 1000)
+    else:
+        with pytest.raises(BoardError) as caught:
+            boardfile.load(path)
+        assert caught.value.problems == [
+            "%s:5: connectors.0.max_current: must be between 6A and 80A" % path]
+
+
+def test_bad_choice_phases(tmp_path):
+    path, problem = only_problem(tmp_path, MINIMAL + "phases = 2\n")
+    assert problem == "%s:6: connectors.0.phases: must be one of 1, 3, got 2" % path
+
+
+def test_bad_choice_hal(tmp_path):
+    path, problem = only_problem(tmp_path, MINIMAL.replace('"simulator"', '"arduino"'))
+    assert problem == ("%s:2: hal: must be one of simulator, linux, micropython, unix, "
+                       "got 'arduino'" % path)
+
+
+def test_unknown_key_in_known_table(tmp_path):
+    path, problem = only_problem(tmp_path, MINIMAL + "[sim]\nev_soc = 50\nev_colour = 1\n")
+    assert problem == ("%s:8: sim.ev_colour: unknown key (known: contactor_close, "
+                       "contactor_open, ev_capacity, ev_delay, ev_max_current, ev_phases, "
+                       "ev_soc, noise_mv, seed)" % path)
+
+
+def test_unknown_key_in_connector(tmp_path):
+    path, problem = only_problem(tmp_path, MINIMAL + "colour = \"red\"\n")
+    assert problem == "%s:6: connectors.0.colour: unknown key" % path
+
+
+def test_unknown_key_in_second_connector(tmp_path):
+    text = MINIMAL + '[[connectors]]\nid = 2\nmax_current = "16A"\nmax_curent = "20A"\n'
+    path, problem = only_problem(tmp_path, text)
+    assert problem == "%s:9: connectors.1.max_curent: unknown key" % path
+
+
+def test_unknown_table(tmp_path):
+    path, problem = only_problem(tmp_path, MINIMAL + "\n[statoin]\nvendor = \"x\"\n")
+    assert problem == ("%s:7: statoin: unknown table [statoin] (known: authorization, meter, "
+                       "sim, station, timing)" % path)
+
+
+def test_unknown_timing_parameter(tmp_path):
+    path, problem = only_problem(tmp_path, MINIMAL + "[timing]\npilot_debounce = 20\n")
+    known = ", ".join(sorted(params_table.DEFAULTS))
+    assert problem == "%s:7: timing.pilot_debounce: unknown key (known: %s)" % (path, known)
+
+
+def _timing_cases():
+    for name, (low, high) in sorted(params_table.RANGES.items()):
+        yield pytest.param(name, low - 1, False, id="%s=%d" % (name, low - 1))
+        yield pytest.param(name, low, True, id="%s=%d" % (name, low))
+        yield pytest.param(name, high, True, id="%s=%d" % (name, high))
+        yield pytest.param(name, high + 1, False, id="%s=%d" % (name, high + 1))
+
+
+@pytest.mark.parametrize("name, value, ok", list(_timing_cases()))
+def test_timing_value_range(tmp_path, name, value, ok):
+    path = write(tmp_path, MINIMAL + "[timing]\n# override\n%s = %d\n" % (name, value))
+    if ok:
+        assert boardfile.load(path)["timing"] == {name: value}
+    else:
+        with pytest.raises(BoardError) as caught:
+            boardfile.load(path)
+        low, high = params_table.RANGES[name]
+        assert caught.value.problems == ["%s:8: timing.%s: %s must be an integer %d..%d"
+                                         % (path, name, name, low, high)]
+
+
+@pytest.mark.parametrize("value", ["true", "20.0", '"20ms"'])
+def test_timing_value_must_be_an_integer(tmp_path, value):
+    path, problem = only_problem(tmp_path, MINIMAL + "[timing]\npilot_debounce_ms = %s\n"
+                                 % value)
+    assert problem == "%s:7: timing.pilot_debounce_ms: pilot_debounce_ms must be an " \
+        "integer 1..50" % path
+
+
+def test_duplicate_connector_id(tmp_path):
+    text = MINIMAL + '\n[[connectors]]\nmax_current = "32A"\nid = 1\n'
+    path, problem = only_problem(tmp_path, text)
+    assert problem == "%s:9: connectors.1.id: duplicate connector id 1" % path
+
+
+def test_two_distinct_connectors_load(tmp_path):
+    board = boardfile.load(write(tmp_path, MINIMAL + '[[connectors]]\nid = 2\n'
+                                 'max_current = "32A"\nphases = 1\n'))
+    assert [(c["id"], c["max_current"], c["phases"]) for c in board["connectors"]] == \
+        [(1, 16000, 3), (2, 32000, 1)]
+
+
+def test_list_mode_without_id_tags(tmp_path):
+    text = MINIMAL + '[authorization]\nfree_tag = "X"\nmode = "list"\n'
+    path, problem = only_problem(tmp_path, text)
+    assert problem == '%s:8: authorization.mode: mode "list" needs id_tags' % path
+
+
+def test_list_mode_with_empty_id_tags(tmp_path):
+    text = MINIMAL + '[authorization]\nmode = "list"\nid_tags = []\n'
+    path, problem = only_problem(tmp_path, text)
+    assert problem == '%s:7: authorization.mode: mode "list" needs id_tags' % path
+
+
+def test_bad_id_tags(tmp_path):
+    text = MINIMAL + '[authorization]\nmode = "list"\nid_tags = ["A", "%s"]\n' % ("X" * 21)
+    path, problems = problems_of(tmp_path, text)
+    assert problems == [
+        "%s:8: authorization.id_tags: must be a list of id tags (strings of 1..20 characters)"
+        % path,
+        '%s:7: authorization.mode: mode "list" needs id_tags' % path]
+
+
+def test_toml_syntax_error_line_from_parser(tmp_path):
+    text = MINIMAL + "[sim]\nnoise_mv = 0\nev_soc = = 3\n"
+    path, problem = only_problem(tmp_path, text)
+    assert problem.startswith("%s:8: TOML syntax: " % path)
+    assert "(at line 8, column" in problem
+
+
+def test_toml_unclosed_table_header(tmp_path):
+    path, problem = only_problem(tmp_path, MINIMAL + "\n\n[sim\n")
+    assert problem.startswith("%s:8: TOML syntax: " % path)
+
+
+def test_non_utf8_file_on_line_one(tmp_path):
+    path, problem = only_problem(tmp_path, b'name = "\xff"\n' + MINIMAL.encode()[10:])
+    assert problem.startswith("%s:1: not UTF-8 text" % path)
+
+
+def test_non_utf8_file_names_the_line_of_the_bad_byte(tmp_path):
+    # Latin-1 text from an old editor: the bad byte is on line 6, as scenario files report it.
+    text = MINIMAL.encode() + b'description = "Ladestation f\xfcr Garage"\n'
+    path = write(tmp_path, text)
+    with pytest.raises(BoardError) as caught:
+        boardfile.load(path)
+    assert len(caught.value.problems) == 1
+    assert caught.value.problems[0].startswith("%s:6: not UTF-8 text" % path), \
+        caught.value.problems
+
+
+# ------------------------------------------------------------------------------ all at once
+
+def test_all_problems_reported_together(tmp_path):
+    text = '''\
+hal = "windows"
+[station]
+vendor = "a vendor name that is far too long"
+[[connectors]]
+id = 1
+max_current = "90A"
+phases = 2
+plug_colour = "blue"
+[[connectors]]
+id = 1
+max_current = "16A"
+[sim]
+ev_phases = 2
+[timing]
+pilot_debounce_ms = 99
+not_a_parameter = 1
+[extras]
+x = 1
+'''
+    path, problems = problems_of(tmp_path, text)
+    located = sorted((int(p.split(":")[len(path.split(":"))]), p[len(path) + 1:].split(": ")[1])
+                     for p in problems)
+    assert located == [
+        (1, "hal"),
+        (1, "name"),
+        (3, "station.vendor"),
+        (6, "connectors.0.max_current"),
+        (7, "connectors.0.phases"),
+        (8, "connectors.0.plug_colour"),
+        (10, "connectors.1.id"),
+        (13, "sim.ev_phases"),
+        (15, "timing.pilot_debounce_ms"),
+        (16, "timing.not_a_parameter"),
+        (17, "extras"),
+    ]
+    assert len(problems) == 11
+
+
+# ------------------------------------------------------------------------------ bugs
+
+def test_misspelt_array_table_is_an_unknown_table(tmp_path):
+    """A second connector written `[[connector]]` must not vanish silently."""
+    text = MINIMAL + '[[connector]]\nid = 2\nmax_current = "16A"\n'
+    path, problem = only_problem(tmp_path, text)
+    assert problem.startswith("%s:6: connector: unknown table" % path)
+
+
+def test_unknown_top_level_key(tmp_path):
+    """A typo in a top-level key (`descripton`) is an unknown key like one in [sim]."""
+    text = 'name = "t"\ndescripton = "typo"\n' + MINIMAL[len('name = "t"\n'):]
+    path, problem = only_problem(tmp_path, text)
+    assert problem.startswith("%s:2: descripton: unknown key" % path)
+
+
+@pytest.mark.parametrize("line, key", [
+    ("sim = 3", "sim"),
+    ("timing = 3", "timing"),
+    ('station = "x"', "station"),
+    ("connectors = [1]", "connectors"),
+])
+def test_table_given_as_a_plain_value_is_an_error_not_a_crash(tmp_path, line, key):
+    """Decision 9: a bad board file is an error with file:line; nothing crashes."""
+    text = 'name = "t"\nhal = "simulator"\n%s\n' % line
+    if key != "connectors":
+        text += '[[connectors]]\nid = 1\nmax_current = "16A"\n'
+    path, problems = problems_of(tmp_path, text)
+    assert any(p.startswith("%s:3: %s" % (path, key)) for p in problems), problems
