@@ -31,6 +31,7 @@ CONTACTOR = "contactor"  # (CONTACTOR, closed)
 LOCK = "lock"            # (LOCK, locked)
 RCD_RESET = "rcd_reset"
 RCD_SELFTEST = "rcd_selftest"
+READ_PP = "read_pp"      # read the proximity pilot now (at plug-in, before offering current)
 
 # stop reasons (OCPP maps them to its own names)
 STOP_LOCAL = "local"
@@ -204,6 +205,7 @@ class Evse:
         self.reader = PilotReader(params)
         self.cp = CpModel(self)
         self.state = SESSION_MACHINE.initial      # session layer state
+        self._reported_state = self.state
         self.faults = FaultSet()
         self.now = 0
 
@@ -216,6 +218,7 @@ class Evse:
         self.session_tag = None
         self.session_started_ms = None
         self.energy_start_wh = None
+        self.energy_stop_wh = None
         self.has_charged = False
         self.wakeup_done = False
         self.pending_tag = None
@@ -244,6 +247,7 @@ class Evse:
         self.energy_wh = None
         self.temperature_dc = None
 
+        self._operator_reset = False
         self._timers = {}
         self._commands = []
         self._events = []
@@ -296,9 +300,12 @@ class Evse:
         return target * self.derate_pct // 100
 
     def session_energy_wh(self):
-        if self.energy_start_wh is None or self.energy_wh is None:
+        """Energy of the current session, or of the last one once it ended (frozen at the
+        stop reading, as the transaction's meterStop is)."""
+        end = self.energy_wh if self.energy_stop_wh is None else self.energy_stop_wh
+        if self.energy_start_wh is None or end is None:
             return 0
-        return self.energy_wh - self.energy_start_wh
+        return end - self.energy_start_wh
 
     # guards (named in the tables)
     def pre_authorized(self):
@@ -351,6 +358,10 @@ class Evse:
                 self._raise("rcd_" + kind)
             else:
                 self._condition_gone("rcd_" + kind)
+        if self._operator_reset and trip is None:
+            # the RCD reset that an operator reset asked for worked: finish that reset
+            self._operator_reset = False
+            self._clear_resolved()
         self._step(now)
 
     def rcd_selftest_result(self, now, passed):
@@ -470,12 +481,16 @@ class Evse:
         tripped RCD to reset."""
         self.now = now
         if "rcd_ac" in self.faults or "rcd_dc" in self.faults:
+            self._operator_reset = True
             self._commands.append((RCD_RESET, None))
+        self._clear_resolved()
+        self._step(now)
+
+    def _clear_resolved(self):
         for code in self.faults.clear_resolved():
             self._event("fault", code, False)
         if not len(self.faults) and self.state == "faulted":
             self._fire("cleared")
-        self._step(now)
 
     def _timer_due(self, now):
         deadline = self.next_deadline()
@@ -531,6 +546,8 @@ class Evse:
         """Turn CP levels into session edges; repeated levels (after F) emit nothing."""
         if plugged and not self.plugged:
             self.plugged = True
+            if self.socket:
+                self._commands.append((READ_PP, None))
             self._fire("plug")
         if requesting != self.requesting:
             self.requesting = requesting
@@ -555,9 +572,10 @@ class Evse:
                 self._fire("cleared")
 
     def _fire(self, event, arg=None):
-        before = self.state
         SESSION_MACHINE.fire(self, event, arg)
-        if self.state != before:
+        if self.state != self._reported_state:
+            # entry actions may fire again (idle -> unavailable): report each state once
+            self._reported_state = self.state
             self._event("session", self.state)
 
     # ---------------------------------------------------------------- session actions
@@ -577,6 +595,7 @@ class Evse:
         self.session_tag = tag
         self.session_started_ms = self.now
         self.energy_start_wh = self.energy_wh
+        self.energy_stop_wh = None
         self.has_charged = False
         self.wakeup_done = False
         self._event("session_started", tag)
@@ -592,6 +611,7 @@ class Evse:
         if not self.session_active:
             return
         self.session_active = False
+        self.energy_stop_wh = self.energy_wh
         for name in ("wakeup", "paused_by_ev"):
             self._timers.pop(name, None)
         self._event("session_ended", reason, self.session_energy_wh())
@@ -665,6 +685,11 @@ class Evse:
     def _timer_contactor_feedback(self, now):
         if self.feedback_closed != self.contactor_closed:
             self._raise("contactor_not_closed" if self.contactor_closed else "contactor_welded")
+        elif not self.contactor_closed:
+            # the mirror contact agrees it is open: a contactor that failed to close never
+            # moved, so no feedback edge will ever report it; this check is its all-clear
+            self._condition_gone("contactor_not_closed")
+            self._condition_gone("contactor_welded")
 
     def _timer_lock_feedback(self, now):
         if self.lock_feedback_locked != self.locked:
@@ -727,8 +752,11 @@ class Evse:
         if self.f_until is not None and now < self.f_until:
             return F, 0
         if self.state == "unavailable":
-            return F, 0
-        if self.state in ("ready", "charging", "suspended_ev") and not len(self.faults):
+            # stay X1 while the power-off-under-load grace runs, then F
+            return (X1, 0) if self.contactor_closed else (F, 0)
+        if self.state in ("ready", "charging", "suspended_ev") and not len(self.faults) and \
+                (self.pp_ampacity_ma is not None or not self.socket):
+            # a socket offers nothing before the cable's rating is known (EVerest waits too)
             offer = offer_for_current(min(self.target_ma(), MAX_CURRENT_MA))
             if offer:
                 return PWM, offer

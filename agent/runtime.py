@@ -87,6 +87,10 @@ class ConnectorRuntime:
                 hw.rcd.reset()
                 self.last_trip = hw.rcd.trip()
                 self.evse.rcd_status(now, self.last_trip)
+        elif name == evse_mod.READ_PP:
+            if hw.pp is not None:
+                self.last_pp = hw.pp.read_ohms()
+                self.evse.pp_reading(now, self.last_pp)
         elif name == evse_mod.RCD_SELFTEST:
             if hw.rcd is not None:
                 self.evse.rcd_selftest_result(now, hw.rcd.self_test())

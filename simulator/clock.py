@@ -49,6 +49,10 @@ class VirtualTimeLoop(asyncio.SelectorEventLoop):
     def time(self):
         return self.clock.us / 1_000_000
 
+    def time_ms(self):
+        """Exact virtual milliseconds (int(time() * 1000) can land 1 ms short: 1.001 s)."""
+        return self.clock.us // 1000
+
 
 def run(coro, virtual=True):
     """Run `coro` to completion in virtual time (or in real time with virtual=False)."""

@@ -55,6 +55,10 @@ class Ev:
         self.target_ma = 0
         EV_MACHINE.add_model(self)
 
+    def retire(self):
+        """Leave the shared machine (a fleet run must not keep every EV it ever made)."""
+        EV_MACHINE.remove_model(self)
+
     # ------------------------------------------------------------------ derived
     @property
     def soc_permille(self):

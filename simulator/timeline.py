@@ -5,10 +5,12 @@ merged, and every row shows the state after them: pilot, PWM, contactor, current
 session. Scenario steps and expectation results are rows of their own.
 """
 import datetime
+import os
 import sys
 
 from agent import evse as evse_mod
 
+CHECKS = ("expect", "wait_for")
 HEADER = "%-12s  %-3s %-6s %-6s %7s %9s  %-14s  %s" % (
     "time", "cp", "pwm", "relay", "I/phase", "energy", "session", "what happened")
 
@@ -57,11 +59,13 @@ class Timeline:
         self.sim = simulation
         simulation.agent.hooks.append(self.flush)
         self._started_wall = datetime.datetime.now(datetime.timezone.utc)
+        # in real time the loop clock counts from boot: stamps are offsets from this moment
+        self._started_ms = simulation.world.now_ms() if self.realtime else 0
         self._print(HEADER)
 
     def stamp(self, ms):
         if self.realtime:
-            wall = self._started_wall + datetime.timedelta(milliseconds=ms)
+            wall = self._started_wall + datetime.timedelta(milliseconds=ms - self._started_ms)
             return wall.strftime("%H:%M:%S.") + "%03d" % (wall.microsecond // 1000)
         seconds, millis = divmod(ms, 1000)
         minutes, seconds = divmod(seconds, 60)
@@ -112,7 +116,10 @@ class Timeline:
             self._row(time_ms, connector_id, pending[(time_ms, connector_id)])
 
     def step(self, step):
+        """An action step gets a row; a check (expect, wait_for) only its verdict row."""
         self.flush()
+        if step.verb in CHECKS:
+            return
         now = self.sim.now_ms()
         self.rows.append({"time_ms": now, "step": step.text, "line": step.line})
         self._print("%-12s  > %s" % (self.stamp(now), step.text))
@@ -122,10 +129,12 @@ class Timeline:
         self.rows.append({"time_ms": expectation.time_ms, "expect": step.text,
                           "line": step.line, "held": expectation.held,
                           "actual": expectation.actual})
+        self.flush()
         verdict = "ok  " if expectation.held else "FAIL"
         detail = "" if expectation.held else "  (actual: %s)" % (expectation.actual,)
-        self._print("%-12s  %s %s:%d %s%s" % (self.stamp(expectation.time_ms), verdict,
-                                              step.file, step.line, step.text, detail))
+        self._print("%-12s  %s %s:%d %s%s" % (
+            self.stamp(expectation.time_ms), verdict, os.path.basename(step.file), step.line,
+            step.text, detail))
 
     def summary(self, expectations):
         self.flush()

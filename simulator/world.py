@@ -422,6 +422,7 @@ class SimConnector:
                 handle.cancel()
         self._reaction = self._retarget = self._ev_step = None
         self.ev = None
+        ev.retire()
         if self.pp is not None:
             self.pp.ohms = None
         self.pilot.changed()
@@ -473,7 +474,8 @@ class World:
 
     def now_ms(self):
         loop = self._loop or asyncio.get_running_loop()
-        return int(loop.time() * 1000)
+        exact = getattr(loop, "time_ms", None)
+        return exact() if exact is not None else int(loop.time() * 1000)
 
     def later(self, delay_ms, fn, *args):
         loop = self._loop or asyncio.get_running_loop()

@@ -221,8 +221,8 @@ def test_unknown_key_in_second_connector(tmp_path):
 
 def test_unknown_table(tmp_path):
     path, problem = only_problem(tmp_path, MINIMAL + "\n[statoin]\nvendor = \"x\"\n")
-    assert problem == ("%s:7: statoin: unknown table [statoin] (known: authorization, meter, "
-                       "sim, station, timing)" % path)
+    assert problem == ("%s:7: statoin: unknown table [statoin] (known: [authorization], "
+                       "[meter], [sim], [station], [timing], [[connectors]])" % path)
 
 
 def test_unknown_timing_parameter(tmp_path):

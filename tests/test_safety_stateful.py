@@ -101,6 +101,8 @@ class SafetyMachine(RuleBasedStateMachine):
                     self.evse.rcd_status(self.now, self.truth.rcd_trip)
                 elif name == E.RCD_SELFTEST:
                     self.evse.rcd_selftest_result(self.now, True)
+                elif name == E.READ_PP:
+                    self.evse.pp_reading(self.now, self.truth.pp_ohms)
             self.evse.pilot_sample(self.now, *self._plateaus())
         self._track_reasons()
         self._check()

@@ -144,7 +144,8 @@ def load(path):
         text = raw.decode("utf-8")
         document = tomllib.loads(text)
     except UnicodeDecodeError as error:
-        raise BoardError(["%s:1: not UTF-8 text (%s)" % (path, error)])
+        line = raw[:error.start].count(b"\n") + 1
+        raise BoardError(["%s:%d: not UTF-8 text (%s)" % (path, line, error.reason)])
     except tomllib.TOMLDecodeError as error:
         match = re.search(r"line (\d+)", str(error))
         raise BoardError(["%s:%s: TOML syntax: %s" % (path, match.group(1) if match else 1, error)])
@@ -161,10 +162,27 @@ def validate(document, path="<board>", key_lines=None):
         name = (table + "." if table else "") + ("%d." % index if index is not None else "")
         return "%s:%d: %s%s" % (path, line, name, key)
 
-    for table in document:
-        if isinstance(document[table], dict) and table not in TABLES:
-            problems.append("%s: unknown table [%s] (known: %s)" % (
-                where(table, "")[:-1].rstrip("."), table, ", ".join(sorted(TABLES - {""}))))
+    top_keys = {key for table, key, _, _ in TOP if table == ""}
+    for name in list(document):
+        value = document[name]
+        is_table = isinstance(value, dict) or (
+            isinstance(value, list) and value and all(isinstance(v, dict) for v in value))
+        if name == "connectors" or name in top_keys:
+            continue
+        if name in TABLES:
+            if not isinstance(value, dict):
+                problems.append("%s: must be a table [%s], got %r" % (
+                    where("", name), name, value))
+                document[name] = {}
+        elif is_table:
+            shown = ("[%s]" if isinstance(value, dict) else "[[%s]]") % name
+            problems.append("%s: unknown table %s (known: %s, [[connectors]])" % (
+                where(name, "")[:-1].rstrip(".") if (name, None, "") in key_lines else
+                where(name, "", 0)[:-2].rstrip("."), shown,
+                ", ".join("[%s]" % t for t in sorted(TABLES - {""}))))
+        else:
+            problems.append("%s: unknown key (known: %s)" % (
+                where("", name), ", ".join(sorted(top_keys))))
     for table, key, check, default in TOP:
         section = document.get(table, {}) if table else document
         target = board.setdefault(table, {}) if table else board
@@ -198,8 +216,10 @@ def validate(document, path="<board>", key_lines=None):
 
     connectors = document.get("connectors")
     board["connectors"] = []
-    if not isinstance(connectors, list) or not connectors:
-        problems.append("%s:1: connectors: at least one [[connectors]] table is required" % path)
+    if not isinstance(connectors, list) or not connectors or \
+            not all(isinstance(c, dict) for c in connectors):
+        problems.append("%s: at least one [[connectors]] table is required" % (
+            where("", "connectors") if connectors is not None else path + ":1: connectors"))
         connectors = []
     seen = set()
     for index, section in enumerate(connectors):

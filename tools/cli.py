@@ -83,7 +83,7 @@ def cmd_diagram(args):
         if args.markdown:
             print("### %s layer\n\n```mermaid" % name)
         else:
-            print("%% %s layer" % name)
+            print("%%%% %s layer" % name)   # a Mermaid comment line
         print(machine.mermaid())
         if args.markdown:
             print("```\n")
@@ -140,7 +140,13 @@ def main(argv=None):
     if not getattr(args, "func", None):
         top.print_help()
         return EXIT_BAD_INPUT
-    return args.func(args)
+    try:
+        return args.func(args)
+    except BrokenPipeError:
+        # the reader went away (`evse sim | head`): stop quietly like any Unix tool
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return EXIT_OK
 
 
 if __name__ == "__main__":

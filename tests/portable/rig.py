@@ -13,7 +13,7 @@ It plays the runtime (agent/runtime.py) and the hardware around the controller:
 
 Portable: runs on CPython and MicroPython (integer math, no dataclasses/typing).
 """
-from agent.evse import CONTACTOR, LOCK, PILOT, RCD_RESET, RCD_SELFTEST, Evse
+from agent.evse import CONTACTOR, LOCK, PILOT, RCD_RESET, RCD_SELFTEST, READ_PP, Evse
 from agent.params import Params
 from agent.station import Station
 from hal.interfaces import MeterSample
@@ -46,7 +46,7 @@ def plateaus(mode, letter, diode_shorted=False, cp_short=False):
 
 
 class Rig:
-    def __init__(self, timing=None, authorizer=None, travel_ms=25, pp_ohms=None, settle_ms=100,
+    def __init__(self, timing=None, authorizer=None, travel_ms=25, pp_ohms=220, settle_ms=100,
                  **evse_kw):
         """timing: Params overrides; authorizer: a LocalAuthorizer -> a Station in front;
         pp_ohms: the cable's PP resistor (the board then has a PP input); evse_kw: Evse(...).
@@ -153,6 +153,10 @@ class Rig:
             evse.rcd_status(now, self.rcd)
         elif name == RCD_SELFTEST:
             evse.rcd_selftest_result(now, self.selftest_ok)
+        elif name == READ_PP:
+            if self.has_pp:
+                self._last_pp = self.pp
+                evse.pp_reading(now, self.pp)
 
     def _next_time(self):
         times = []
@@ -245,24 +249,25 @@ class Rig:
             self.evse.authorize(self.now, tag)
         self._service()
 
-    def _call(self, method, *args):
+    def call(self, method, *args):
+        """Any other input of the controller, at `now`: call("rcd_status", None)."""
         getattr(self.evse, method)(self.now, *args)
         self._service()
 
     def stop(self, reason="local"):
-        self._call("stop", reason)
+        self.call("stop", reason)
 
     def set_limit(self, limit_ma):
-        self._call("set_limit", limit_ma)
+        self.call("set_limit", limit_ma)
 
     def set_available(self, available):
-        self._call("set_available", available)
+        self.call("set_available", available)
 
     def reset_faults(self):
-        self._call("reset_faults")
+        self.call("reset_faults")
 
     def temperature(self, deci_c):
-        self._call("temperature", deci_c)
+        self.call("temperature", deci_c)
 
     def charge(self, tag="TAG"):
         """Plug in, authorize, EV ready; returns once the contactor reports closed."""
