@@ -130,7 +130,6 @@ SESSION_MACHINE = Machine(
     ),
     entry={"idle": "enter_idle", "ready": "enter_ready", "finishing": "enter_finishing",
            "unavailable": "enter_unavailable", "faulted": "enter_faulted"},
-    exit={"unavailable": "exit_unavailable"},
 )
 
 # timers: name -> method run when it expires
@@ -636,9 +635,6 @@ class Evse:
 
     def enter_unavailable(self, _):
         self.disable_scheduled = False
-
-    def exit_unavailable(self, _):
-        pass
 
     def enter_faulted(self, _):
         self._timers.pop("wakeup", None)

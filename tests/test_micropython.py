@@ -13,10 +13,13 @@ import sys
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-# Heap budgets: about twice the smallest heap that passes (measured with tools/bench.py heap
-# and by bisection of tests/mp_run.py), so a change that doubles the core's RAM fails here.
+# Heap budgets (-X heapsize), measured by bisection on the unix port, code compiled from .py:
+# tests/portable needs 182k (compiling agent/evse.py while the test modules' own bytecode is
+# loaded is the peak); the normal-session replay needs 133k (`python -m tools.bench heap`;
+# 99k from mpy-cross .mpy). The budgets leave ~40 % headroom: a change that grows the core's
+# RAM by that much fails here and has to say why.
 PORTABLE_HEAP = "256k"
-REPLAY_HEAP = "256k"
+REPLAY_HEAP = "192k"
 
 
 def _micropython():

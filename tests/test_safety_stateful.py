@@ -14,6 +14,8 @@ Invariants (IEC 61851-1 Table A.6 / A.5 via spec/standards.md ยง1.4, DESIGN.md ย
    than power_off_under_load_ms (+ the open deadline).
 4. Every fault code the controller raises names a condition the test injected.
 """
+import os
+
 from hypothesis import settings, strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
@@ -360,5 +362,7 @@ class SafetyMachine(RuleBasedStateMachine):
         self._check()
 
 
+# 400 sequences x 60 steps locally (~10 s); CI runs 1500 (SAFETY_EXAMPLES overrides both)
+EXAMPLES = int(os.environ.get("SAFETY_EXAMPLES") or (1500 if os.environ.get("CI") else 400))
 TestSafety = SafetyMachine.TestCase
-TestSafety.settings = settings(max_examples=400, stateful_step_count=60, deadline=None)
+TestSafety.settings = settings(max_examples=EXAMPLES, stateful_step_count=60, deadline=None)
