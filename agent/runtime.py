@@ -25,9 +25,19 @@ def loop_clock_ms():
     return now_ms
 
 
+# Inputs fed to the controller only when the reading changes:
+# (device on ConnectorHardware, its read method, controller input, None = "no reading")
+CHANGE_FED = (
+    ("contactor", "feedback", "contactor_feedback", True),   # None: no feedback contact
+    ("rcd", "trip", "rcd_status", False),                    # None: not tripped
+    ("lock", "feedback", "lock_feedback", True),
+    ("pp", "read_ohms", "pp_reading", False),                # None: open circuit
+    ("thermometer", "read_dc", "temperature", True),
+)
+
+
 class ConnectorRuntime:
-    __slots__ = ("agent", "evse", "hw", "waker", "sleep_until", "last_pp", "last_temp",
-                 "last_feedback", "last_lock", "last_trip", "poll_ms")
+    __slots__ = ("agent", "evse", "hw", "waker", "sleep_until", "last", "poll_ms")
 
     def __init__(self, agent, evse, hardware, poll_ms):
         self.agent = agent
@@ -36,37 +46,23 @@ class ConnectorRuntime:
         self.waker = Waker()
         self.sleep_until = None
         self.poll_ms = poll_ms
-        self.last_pp = self.last_temp = self.last_feedback = self.last_lock = -1
-        self.last_trip = -1
+        self.last = {}
 
     def read_inputs(self, now):
+        """The pilot every time (the debounce needs every change); the rest on change."""
         hw, evse = self.hw, self.evse
         high, low = hw.pilot.read()
         evse.pilot_sample(now, high, low)
-        feedback = hw.contactor.feedback()
-        if feedback is not None and feedback != self.last_feedback:
-            self.last_feedback = feedback
-            evse.contactor_feedback(now, feedback)
-        if hw.rcd is not None:
-            trip = hw.rcd.trip()
-            if trip != self.last_trip:
-                self.last_trip = trip
-                evse.rcd_status(now, trip)
-        if hw.lock is not None:
-            locked = hw.lock.feedback()
-            if locked is not None and locked != self.last_lock:
-                self.last_lock = locked
-                evse.lock_feedback(now, locked)
-        if hw.pp is not None:
-            ohms = hw.pp.read_ohms()
-            if ohms != self.last_pp or evse.plugged and evse.pp_ampacity_ma is None:
-                self.last_pp = ohms
-                evse.pp_reading(now, ohms)
-        if hw.thermometer is not None:
-            temp = hw.thermometer.read_dc()
-            if temp is not None and temp != self.last_temp:
-                self.last_temp = temp
-                evse.temperature(now, temp)
+        for device_name, read, feed, none_is_absent in CHANGE_FED:
+            device = getattr(hw, device_name)
+            if device is None:
+                continue
+            value = getattr(device, read)()
+            if value is None and none_is_absent:
+                continue
+            if device_name not in self.last or self.last[device_name] != value:
+                self.last[device_name] = value
+                getattr(evse, feed)(now, value)
 
     def apply(self, command, now):
         name, value = command
@@ -85,12 +81,12 @@ class ConnectorRuntime:
         elif name == evse_mod.RCD_RESET:
             if hw.rcd is not None:
                 hw.rcd.reset()
-                self.last_trip = hw.rcd.trip()
-                self.evse.rcd_status(now, self.last_trip)
+                self.last["rcd"] = hw.rcd.trip()
+                self.evse.rcd_status(now, self.last["rcd"])
         elif name == evse_mod.READ_PP:
             if hw.pp is not None:
-                self.last_pp = hw.pp.read_ohms()
-                self.evse.pp_reading(now, self.last_pp)
+                self.last["pp"] = hw.pp.read_ohms()
+                self.evse.pp_reading(now, self.last["pp"])
         elif name == evse_mod.RCD_SELFTEST:
             if hw.rcd is not None:
                 self.evse.rcd_selftest_result(now, hw.rcd.self_test())

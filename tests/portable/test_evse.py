@@ -210,6 +210,28 @@ def test_limit_change_right_after_pwm_start_waits_5s():
 
 # -- legacy wake-up (IEC 61851-1 A.5.3) -------------------------------------------------------
 
+def test_short_f_pulse_keeps_the_lock():
+    # the 4 s wake-up step is F, but shorter than unlock_in_f_ms (5 s): the lock stays
+    r = ready()
+    assert r.log("lock") == [(200, True)]
+    r.advance(200 + 30000 + 4000 + 10 - r.now)
+    assert r.pilot_log()[1:] == [(30200, "f", 0), (34200, "pwm", 533)]
+    assert r.log("lock") == [(200, True)]
+
+
+def test_lock_released_after_five_seconds_in_f():
+    # with a 6 s wake-up step the pilot sits in F long enough: unlock at exactly 5 s, then
+    # lock again when the session offers current again (EVerest IECStateMachine)
+    r = ready(timing={"wakeup_step_ms": 6000})
+    r.advance(200 + 30000 + 5000 - 1 - r.now)
+    assert r.log("lock") == [(200, True)]
+    r.advance(1)
+    assert r.log("lock") == [(200, True), (35200, False)]
+    r.advance(1000)
+    assert r.pilot_log()[1:] == [(30200, "f", 0), (36200, "pwm", 533)]
+    assert r.log("lock") == [(200, True), (35200, False), (36200, True)]
+
+
 def test_legacy_wakeup_f_step_then_suspended_ev():
     r = ready()                             # PWM since 200, EV stays in B
     r.advance(200 + 30000 - 1 - r.now)
