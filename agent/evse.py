@@ -247,6 +247,7 @@ class Evse:
         self.temperature_dc = None
 
         self._operator_reset = False
+        self.force_unlocked = False
         self._timers = {}
         self._commands = []
         self._events = []
@@ -474,6 +475,16 @@ class Evse:
             self._fire("disable")
         self._step(now)
 
+    def unlock(self, now):
+        """Operator unlock (OCPP UnlockConnector): refused while the plug may be live.
+        Returns True if the lock is released."""
+        self.now = now
+        if self.contactor_closed or self.feedback_closed or self.session_active:
+            return False
+        self.force_unlocked = True
+        self._step(now)
+        return not self.locked
+
     def reset_faults(self, now):
         """Operator reset: clears latched faults whose condition is gone (a contactor that
         welded and came free again, a failed self-test that passed since). Also asks a
@@ -590,6 +601,7 @@ class Evse:
         self.pending_tag = None
         self._timers.pop("connection", None)
         self.session_active = True
+        self.force_unlocked = False
         self.session_ended_plugged = False
         self.session_tag = tag
         self.session_started_ms = self.now
@@ -833,6 +845,8 @@ class Evse:
     def _lock_wanted(self, now):
         if self.contactor_closed or self.feedback_closed:
             return True         # never release a plug that may be live
+        if self.force_unlocked:
+            return False
         if self.pilot_mode == F and now - self.pilot_mode_since >= self.params.unlock_in_f_ms:
             return False
         return self.session_active and self.plugged

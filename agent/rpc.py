@@ -102,6 +102,9 @@ class Rpc:
         pending = self._outstanding
         return None if pending is None else pending.deadline
 
+    def has_frames(self):
+        return bool(self._frames)
+
     def busy(self):
         return self._outstanding is not None or bool(self._queue)
 

@@ -2,7 +2,7 @@
 
 Sans-I/O like the controllers. Until OCPP is wired in, authorization is local: free charging,
 or a list of id tags from the board file. The authorizer is a replaceable object with one
-method, `check(tag)` -> ACCEPTED / REJECTED / PENDING; an OCPP authorizer answers PENDING,
+method, `check(now, tag)` -> ACCEPTED / REJECTED / PENDING; an OCPP authorizer answers PENDING,
 sends Authorize, and reports the answer later through `Station.token_result`.
 """
 ACCEPTED = "Accepted"
@@ -24,7 +24,7 @@ class LocalAuthorizer:
     def free(self):
         return self.mode == "free"
 
-    def check(self, tag):
+    def check(self, now, tag):
         if self.mode == "free" or tag in self.id_tags:
             return ACCEPTED
         return REJECTED
@@ -62,7 +62,7 @@ class Station:
         if target is None:
             self._events.append((now, "token", tag, "ignored", connector_id))
             return
-        status = self.authorizer.check(tag)
+        status = self.authorizer.check(now, tag)
         if status == PENDING:
             self._pending[tag] = target.connector_id
             self._events.append((now, "token", tag, "pending", target.connector_id))

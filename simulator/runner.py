@@ -38,6 +38,13 @@ SUBJECTS = {
 }
 
 
+OCPP_SUBJECTS = {
+    "ocpp_status": lambda sim, c, action: (sim.cp._reported.get(c) or ("none",))[0],
+    "sent": lambda sim, c, action: sim.cp.sent_counts.get(action, 0),
+    "received": lambda sim, c, action: sim.cp.received_counts.get(action, 0),
+}
+
+
 class Expectation:
     __slots__ = ("step", "held", "actual", "time_ms")
 
@@ -45,18 +52,40 @@ class Expectation:
         self.step, self.held, self.actual, self.time_ms = step, held, actual, time_ms
 
 
+class OcppOptions:
+    """How the simulated charger talks OCPP. url None = the bundled local CSMS."""
+
+    def __init__(self, url=None, charge_point_id=None, version="1.6", auth_key=None,
+                 cafile=None, lenient=False, state_dir=None):
+        self.url = url
+        self.charge_point_id = charge_point_id
+        self.version = version
+        self.auth_key = auth_key
+        self.cafile = cafile
+        self.lenient = lenient
+        self.state_dir = state_dir
+
+
 class Simulation:
-    def __init__(self, board, realtime=False, timeline=None):
+    def __init__(self, board, realtime=False, timeline=None, ocpp=None):
         self.board = board
         self.realtime = realtime
         self.timeline = timeline or Timeline(realtime=realtime)
+        self.ocpp = ocpp                # OcppOptions, or None for no OCPP at all
         self.expectations = []
         self.world = None
         self.agent = None
+        self.cp = None
+        self.connection = None
+        self.csms = None
+        self.storage = None
+        self.boots = 0
         self._changed = None
+        self._tasks = []
 
     # ------------------------------------------------------------------ building
     def build(self):
+        """The world (once) and the first boot of the agent."""
         board, sim = self.board, self.board.get("sim", {})
         self.world = World()
         for c in board["connectors"]:
@@ -69,11 +98,68 @@ class Simulation:
             connector.contactor.close_ms = sim.get("contactor_close", 30)
             connector.contactor.open_ms = sim.get("contactor_open", 20)
             self.world.add(connector)
-        station = station_from_board(board)
-        self.agent = Agent(station, self.world.hardware(), now_ms=self.world.now_ms)
+        self.boot_agent()
         self.timeline.attach(self)
-        self.agent.observers.append(self._observe)
         return self
+
+    def boot_agent(self):
+        """A fresh agent on the same hardware and persistent state: what a reboot is."""
+        self.boots += 1
+        station = station_from_board(self.board)
+        self.agent = Agent(station, self.world.hardware(), now_ms=self.world.now_ms)
+        self.agent.observers.append(self._observe)
+        if self.ocpp is not None:
+            self._boot_ocpp(station)
+        if self.timeline.sim is not None:
+            self.agent.hooks.append(self.timeline.flush)
+        if self._changed is not None:
+            self.agent.hooks.append(self._poke)
+
+    def _boot_ocpp(self, station):
+        from agent.config import Config
+        from agent.journal import Journal
+        from agent.ocpp16 import ChargePoint16
+        from agent.ocpp_schemas import SchemaValidator
+        from agent.rpc import Rpc
+        from agent.transport_ws import Connection
+        from hal.storage_fs import FileStorage, MemoryStorage
+        options, identity = self.ocpp, self.board.get("station", {})
+        if self.storage is None:
+            self.storage = FileStorage(options.state_dir) if options.state_dir else \
+                MemoryStorage()
+        config = Config(self.storage, number_of_connectors=len(station.evses),
+                        phases=self.board["connectors"][0]["phases"])
+        journal = Journal(self.storage)
+        now = self.world.now_ms()
+        wall = int(time.time() * 1000) - now
+        self.cp = ChargePoint16(station, config, journal, storage=self.storage,
+                                identity=identity, wall_ms=wall, boot_count=self.boots)
+        self.cp.attach(Rpc(None, validator=SchemaValidator(options.version),
+                           lenient=options.lenient, id_prefix="%d-" % self.boots))
+        self.cp.log = self.timeline.ocpp_event
+        # a free-charging board stays free: transactions start with its free tag
+        self.cp.free = station.authorizer.free
+        self.cp.free_tag = station.authorizer.free_tag
+        station.authorizer = self.cp
+        self.agent.observers.append(self.cp.on_event)
+        self.connection = Connection(
+            self.cp, self.agent, options.url, options.charge_point_id, options.version,
+            auth_key=options.auth_key, cafile=options.cafile, log=self.timeline.note)
+        self.agent.hooks.append(self.connection.frames_waiting)
+        self._restore_availability(station)
+
+    def _restore_availability(self, station):
+        raw = self.storage.read("availability")
+        if not raw:
+            return
+        try:
+            import json
+            state = json.loads(raw)
+        except ValueError:
+            return
+        for connector_id, available in state.items():
+            if not available and int(connector_id) in station.evses:
+                station.evses[int(connector_id)].set_available(0, False)
 
     def evse(self, connector_id):
         return self.agent.station.evses[connector_id]
@@ -105,26 +191,99 @@ class Simulation:
 
     async def run(self, steps):
         """Execute the steps; returns True if every expectation held."""
+        if self.ocpp is not None and self.ocpp.url is None:
+            from simulator.csms import LocalCsms
+            self.csms = await LocalCsms().start()
+            self.ocpp.url = self.csms.url
+        if self.ocpp is not None and self.ocpp.charge_point_id is None:
+            self.ocpp.charge_point_id = self.board.get("station", {}).get("serial", "SIM-0001")
+        self._changed = asyncio.Event()
         self.build()
         self.world.bind()
-        self._changed = asyncio.Event()
         self.agent.hooks.append(self._poke)
-        task = asyncio.create_task(self.agent.run())
+        self._start_tasks()
         await asyncio.sleep(0)
         try:
+            await self._wait_booted()
             for step in steps:
                 await self.execute(step)
-                if task.done():
-                    task.result()       # the agent died: surface its exception
+                self._check_tasks()
+            await self._settle_ocpp()
         finally:
-            self.agent.stop()
+            await self._stop_tasks()
+            if self.csms is not None:
+                await self.csms.stop()
+        self.timeline.summary(self.expectations)
+        return all(e.held for e in self.expectations)
+
+    async def _wait_booted(self, timeout_ms=30000):
+        """A scenario starts on a charger that has powered up and, with OCPP, booted:
+        BootNotification accepted (or timeout_ms passed, for a CSMS that keeps it pending)."""
+        if self.cp is None:
+            return
+        deadline = self.now_ms() + timeout_ms
+        while self.cp.boot != "accepted" and self.now_ms() < deadline:
+            await asyncio.sleep(0.01)
+
+    def _start_tasks(self):
+        self._tasks = [asyncio.ensure_future(self.agent.run())]
+        if self.connection is not None:
+            self._tasks.append(asyncio.ensure_future(self.connection.run()))
+            self._tasks.append(asyncio.ensure_future(self._serve_requests()))
+
+    def _check_tasks(self):
+        for task in self._tasks:
+            if task.done() and not task.cancelled() and task.exception() is not None:
+                raise task.exception()     # the agent died: surface its exception
+
+    async def _stop_tasks(self):
+        self.agent.stop()
+        if self.connection is not None:
+            self.connection.stop()
+        for task in self._tasks:
             task.cancel()
+        for task in self._tasks:
             try:
                 await task
             except asyncio.CancelledError:
                 pass
-        self.timeline.summary(self.expectations)
-        return all(e.held for e in self.expectations)
+        self._tasks = []
+
+    async def _serve_requests(self):
+        """A Reset from the CSMS reboots the agent; the world stays as it is."""
+        requested = asyncio.Event()
+        cp = self.cp
+        self.agent.hooks.append(lambda: cp.has_requests() and requested.set())
+        while True:
+            await requested.wait()
+            requested.clear()
+            for request in cp.take_requests():
+                if request[0] == "reset":
+                    await self.reboot(request[1])
+                    return
+
+    async def reboot(self, kind="Soft"):
+        # let the answer to Reset and the Stop messages leave first (they are journaled
+        # anyway: a hard power cut here would replay them after the boot)
+        await asyncio.sleep(0.5)
+        self.timeline.note("reboot (%s reset)" % kind)
+        tasks = [t for t in self._tasks if t is not asyncio.current_task()]
+        self.agent.stop()
+        self.connection.stop()
+        for task in tasks:
+            task.cancel()
+        self._tasks = []
+        self.boot_agent()
+        self._start_tasks()
+
+    async def _settle_ocpp(self):
+        """Give queued OCPP messages a moment to leave before the run ends."""
+        if self.cp is None:
+            return
+        for _ in range(50):
+            if not self.cp.rpc.busy() and not len(self.cp.journal.pending()):
+                return
+            await asyncio.sleep(0.1)
 
     def now_ms(self):
         return self.world.now_ms()
@@ -135,9 +294,11 @@ class Simulation:
         await handler(step, step.options.get("connector", 1))
 
     def read(self, condition, connector_id):
-        if condition.subject not in SUBJECTS:
-            raise ValueError("subject %r needs OCPP (not in this build)" % condition.subject)
         self.connector(connector_id)
+        if condition.subject in OCPP_SUBJECTS:
+            if self.cp is None:
+                raise ValueError("subject %r needs OCPP" % condition.subject)
+            return OCPP_SUBJECTS[condition.subject](self, connector_id, condition.action)
         return SUBJECTS[condition.subject](self, connector_id)
 
     def _record(self, step, held, actual):
@@ -240,14 +401,19 @@ class Simulation:
         await asyncio.sleep(0)
 
     async def _verb_csms_offline(self, step, c):
-        raise ValueError("%s:%d: csms_offline needs OCPP (--csms)" % (step.file, step.line))
+        if self.connection is None:
+            raise ValueError("%s:%d: csms_offline needs OCPP" % (step.file, step.line))
+        await self.connection.go_offline(step.args[0])
 
-    _verb_csms_online = _verb_csms_offline
+    async def _verb_csms_online(self, step, c):
+        if self.connection is None:
+            raise ValueError("%s:%d: csms_online needs OCPP" % (step.file, step.line))
+        self.connection.offline_until = self.now_ms()
 
 
-def simulate(board, steps, realtime=False, timeline=None):
+def simulate(board, steps, realtime=False, timeline=None, ocpp=None):
     """Run a scenario to the end; returns (all expectations held, simulation)."""
-    simulation = Simulation(board, realtime=realtime, timeline=timeline)
+    simulation = Simulation(board, realtime=realtime, timeline=timeline, ocpp=ocpp)
     started = time.perf_counter()
     ok = clock.run(simulation.run(steps), virtual=not realtime)
     simulation.wall_seconds = time.perf_counter() - started

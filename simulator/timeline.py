@@ -5,6 +5,7 @@ merged, and every row shows the state after them: pilot, PWM, contactor, current
 session. Scenario steps and expectation results are rows of their own.
 """
 import datetime
+import json
 import os
 import sys
 
@@ -135,6 +136,30 @@ class Timeline:
         self._print("%-12s  %s %s:%d %s%s" % (
             self.stamp(expectation.time_ms), verdict, os.path.basename(step.file), step.line,
             step.text, detail))
+
+    def note(self, text):
+        """A line about the simulation itself (connection, reboot)."""
+        self.flush()
+        now = self.sim.now_ms() if self.sim is not None and self.sim.world else 0
+        self.rows.append({"time_ms": now, "note": text})
+        self._print("%-12s  ~ %s" % (self.stamp(now), text))
+
+    def ocpp_event(self, now, event):
+        """One OCPP message (an RPC event): -> to the CSMS, <- from it."""
+        kind = event[0]
+        if kind in ("sent", "received"):
+            message_type, action, payload = event[1], event[2], event[3]
+            arrow = "->" if kind == "sent" else "<-"
+            label = {2: action, 3: action + " result", 4: "CALLERROR " + action}[message_type]
+            text = json.dumps(payload, separators=(",", ":"))
+            if len(text) > 160:
+                text = text[:157] + "..."
+            self.rows.append({"time_ms": now, "ocpp": kind, "message_type": message_type,
+                              "action": action, "payload": payload})
+            self.flush()
+            self._print("%-12s  %s %s %s" % (self.stamp(now), arrow, label, text))
+        else:
+            self.note("OCPP %s: %s" % (kind, " ".join(str(d) for d in event[1:])))
 
     def summary(self, expectations):
         self.flush()

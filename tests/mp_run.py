@@ -67,6 +67,46 @@ def _selected(filters, module, test=None):
     return False
 
 
+def _run_module(module_name, filters, counts, heap):
+    filename = module_name + ".py"
+    try:
+        module = __import__(module_name)
+    except Exception as exc:  # an import error fails the whole file
+        counts[1] += 1
+        print("FAIL %s (import): %r" % (filename, exc))
+        _print_exception(exc)
+        return
+    after_import = _alloc()
+    if after_import > heap[0]:
+        heap[0], heap[1] = after_import, filename + " (import)"
+    names = []
+    for name in dir(module):
+        if name.startswith("test_") and callable(getattr(module, name)) \
+                and _selected(filters, module_name, name):
+            names.append(name)
+    names.sort()
+    for name in names:
+        test = getattr(module, name)
+        gc.collect()
+        try:
+            test()
+        except Exception as exc:
+            counts[1] += 1
+            print("FAIL %s::%s: %r" % (filename, name, exc))
+            _print_exception(exc)
+        else:
+            counts[0] += 1
+            print("ok   %s::%s" % (filename, name))
+        # Not collected yet: what the test allocated and left for the GC is counted too,
+        # which is what the heap had to hold at the test's end.
+        if _mem_alloc:
+            used = _mem_alloc()
+            if used > heap[0]:
+                heap[0], heap[1] = used, "%s::%s" % (filename, name)
+    if _mem_alloc:
+        print("     %s: heap after import %s" % (filename, _kb(after_import)))
+
+
 def main(argv):
     tests_dir = _dirname(argv[0]) if argv and argv[0] else "tests"
     portable = tests_dir + "/portable"
@@ -80,50 +120,20 @@ def main(argv):
             modules.append(name[:-3])
     modules.sort()
 
-    passed = failed = 0
+    counts = [0, 0]            # passed, failed
     base = _alloc()
-    peak = base
-    peak_where = "start"
+    heap = [base, "start"]     # peak, where
     for module_name in modules:
-        filename = module_name + ".py"
-        try:
-            module = __import__(module_name)
-        except Exception as exc:  # an import error fails the whole file
-            failed += 1
-            print("FAIL %s (import): %r" % (filename, exc))
-            _print_exception(exc)
-            continue
-        after_import = _alloc()
-        if after_import > peak:
-            peak, peak_where = after_import, filename + " (import)"
-        names = []
-        for name in dir(module):
-            if name.startswith("test_") and callable(getattr(module, name)) \
-                    and _selected(filters, module_name, name):
-                names.append(name)
-        names.sort()
-        for name in names:
-            test = getattr(module, name)
-            gc.collect()
-            try:
-                test()
-            except Exception as exc:
-                failed += 1
-                print("FAIL %s::%s: %r" % (filename, name, exc))
-                _print_exception(exc)
-            else:
-                passed += 1
-                print("ok   %s::%s" % (filename, name))
-            # Not collected yet: what the test allocated and left for the GC is counted too,
-            # which is what the heap had to hold at the test's end.
-            if _mem_alloc:
-                used = _mem_alloc()
-                if used > peak:
-                    peak, peak_where = used, "%s::%s" % (filename, name)
-        if _mem_alloc:
-            print("     %s: heap after import %s" % (filename, _kb(after_import)))
-        del module
-        sys.modules.pop(module_name, None)
+        loaded = set(sys.modules)
+        _run_module(module_name, filters, counts, heap)
+        # Unload the test module and what it imported: MicroPython keeps a finished frame's
+        # values alive, and each kept module would raise the peak of the next file's compile.
+        for name in list(sys.modules):
+            if name not in loaded:
+                del sys.modules[name]
+        gc.collect()
+    passed, failed = counts
+    peak, peak_where = heap
 
     if not passed and not failed:
         print("no tests selected from %s/test_*.py" % portable)

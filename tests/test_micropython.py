@@ -14,10 +14,10 @@ import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # Heap budgets (-X heapsize), measured by bisection on the unix port, code compiled from .py:
-# tests/portable needs 182k (compiling agent/evse.py while the test modules' own bytecode is
-# loaded is the peak); the normal-session replay needs 133k (`python -m tools.bench heap`;
-# 99k from mpy-cross .mpy). The budgets leave ~40 % headroom: a change that grows the core's
-# RAM by that much fails here and has to say why.
+# tests/portable needs 184k (tests/mp_run.py unloads each test file's imports; the peak is
+# compiling a test module while the core is loaded); the normal-session replay needs 133k
+# (`python -m tools.bench heap`; 99k from mpy-cross .mpy). The budgets leave ~40 % headroom:
+# a change that grows the core's RAM by that much fails here and has to say why.
 PORTABLE_HEAP = "256k"
 REPLAY_HEAP = "192k"
 

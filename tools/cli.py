@@ -36,7 +36,7 @@ def _load(args):
 
 def cmd_sim(args):
     from simulator import scenario as scenario_mod
-    from simulator.runner import simulate
+    from simulator.runner import OcppOptions, simulate
     from simulator.timeline import Timeline
     from tools import boardfile
     if args.help_scenario:
@@ -47,9 +47,21 @@ def cmd_sim(args):
     except (boardfile.BoardError, scenario_mod.ScenarioError, FileNotFoundError) as error:
         print("evse sim: %s" % error, file=sys.stderr)
         return EXIT_BAD_INPUT
-    timeline = Timeline(realtime=args.realtime, quiet=args.json)
+    ocpp = None
+    if not args.no_ocpp:
+        if args.ocpp != "1.6":
+            print("evse sim: OCPP %s is not implemented yet (1.6 is)" % args.ocpp,
+                  file=sys.stderr)
+            return EXIT_BAD_INPUT
+        ocpp = OcppOptions(url=args.csms, charge_point_id=args.id, version=args.ocpp,
+                           auth_key=args.auth_key, cafile=args.ca, lenient=args.lenient,
+                           state_dir=args.state)
+    # an outside CSMS lives in real time: virtual time would race ahead of its answers
+    realtime = args.realtime or (args.csms is not None and not args.virtual)
+    timeline = Timeline(realtime=realtime, quiet=args.json)
     try:
-        ok, simulation = simulate(board, steps, realtime=args.realtime, timeline=timeline)
+        ok, simulation = simulate(board, steps, realtime=realtime, timeline=timeline,
+                                  ocpp=ocpp)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return EXIT_EXPECTATION_FAILED
@@ -62,7 +74,7 @@ def cmd_sim(args):
         print()
     else:
         print("simulated %s in %.2f s of wall time" % (
-            timeline.stamp(simulation.now_ms()) if not args.realtime else "run",
+            timeline.stamp(simulation.now_ms()) if not realtime else "run",
             simulation.wall_seconds))
     return EXIT_OK if ok else EXIT_EXPECTATION_FAILED
 
@@ -72,6 +84,10 @@ def cmd_demo(args):
     args.help_scenario = False
     args.json = False
     args.realtime = False
+    args.virtual = True
+    args.no_ocpp = False
+    args.csms = args.id = args.auth_key = args.ca = args.state = None
+    args.ocpp, args.lenient = "1.6", False
     return cmd_sim(args)
 
 
@@ -114,6 +130,27 @@ def parser():
                      help="print one JSON object (timeline rows, expectation counts)")
     sim.add_argument("--help-scenario", action="store_true",
                      help="describe the scenario verbs and subjects, then exit")
+    ocpp = sim.add_argument_group("OCPP (default: the bundled local CSMS on 127.0.0.1)")
+    ocpp.add_argument("--csms", metavar="URL",
+                      help="an outside CSMS: a base URL to which /ID is appended, or a "
+                      "template holding {id} (runs in real time unless --virtual)")
+    ocpp.add_argument("--id", metavar="ID", help="charge point id (default: the board's "
+                      "station serial)")
+    ocpp.add_argument("--ocpp", choices=("1.6", "2.0.1"), default="1.6",
+                      help="protocol version (default 1.6)")
+    ocpp.add_argument("--auth-key", metavar="KEY",
+                      help="AuthorizationKey for HTTP Basic auth (security profile 1)")
+    ocpp.add_argument("--ca", metavar="FILE",
+                      help="CA certificate file for wss:// (security profile 2)")
+    ocpp.add_argument("--lenient", action="store_true",
+                      help="log schema violations from the CSMS instead of rejecting them")
+    ocpp.add_argument("--state", metavar="DIR",
+                      help="keep persistent state (config, availability, journal) in DIR "
+                      "to stop and resume a simulated charger; default: fresh each run")
+    ocpp.add_argument("--virtual", action="store_true",
+                      help="virtual time even with --csms (only for a CSMS that answers fast)")
+    ocpp.add_argument("--no-ocpp", action="store_true",
+                      help="no OCPP at all: local authorization from the board file")
     sim.set_defaults(func=cmd_sim)
 
     demo = commands.add_parser(

@@ -1,0 +1,738 @@
+"""OCPP 1.6J charge point: station events <-> OCPP messages (sans-I/O, portable).
+
+`ChargePoint16` sits between the station (controllers, authorization, availability) and the
+RPC layer. Inputs: station/controller events (`on_event`), CALLs from the CSMS (`handle`,
+which the RPC layer calls), the connection coming and going, and `poll(now)` for its timers.
+Outputs: CALLs through the RPC layer, commands to the station, and `take_requests()` for the
+shell (a reset to perform).
+
+- One method per CSMS action, `on_<Action>`, found through `HANDLERS`; what the charge point
+  sends is built in one `_send_<Action>` each.
+- Status, stop-reason and measurand mappings are tables.
+- StartTransaction, transaction MeterValues and StopTransaction go through the persistent
+  journal before they are sent, one at a time and in order; retried per
+  TransactionMessageAttempts / TransactionMessageRetryInterval (a failed attempt is one that
+  was sent and answered with CALLERROR or not answered; a lost connection is no attempt);
+  replayed after reconnect or reboot; a transaction left open by a power loss is closed with
+  reason PowerLoss and the last meter value the journal holds.
+"""
+from agent import faults as fault_table
+from agent import rpc as rpc_mod
+from agent.station import ACCEPTED, PENDING, REJECTED
+from agent.timeutil import iso_utc, parse_iso
+
+# session state -> ChargePointStatus (spec/standards.md §5.2)
+STATUS = {
+    "idle": "Available",
+    "authorizing": "Preparing",
+    "ready": "SuspendedEV",          # authorized, PWM on, EV not in C yet (B4)
+    "charging": "Charging",
+    "suspended_ev": "SuspendedEV",
+    "suspended_evse": "SuspendedEVSE",
+    "finishing": "Finishing",
+    "faulted": "Faulted",
+    "unavailable": "Unavailable",
+}
+
+# controller stop reason -> StopTransaction.reason
+STOP_REASON = {
+    "local": "Local",
+    "remote": "Remote",
+    "ev_disconnected": "EVDisconnected",
+    "reboot": "Reboot",
+    "power_loss": "PowerLoss",
+    "soft_reset": "SoftReset",
+    "hard_reset": "HardReset",
+    "unlock_command": "UnlockCommand",
+    "deauthorized": "DeAuthorized",
+    "emergency_stop": "EmergencyStop",
+    "other": "Other",
+}
+
+TRANSACTION_ACTIONS = ("StartTransaction", "MeterValues", "StopTransaction")
+DEFAULT_RETRY_MS = 60000         # Pending/Rejected boot without an interval
+
+# measurand -> (unit, phased, how to read it from (evse, sample)) in milli-units for A/V
+MEASURANDS = {
+    "Energy.Active.Import.Register": ("Wh", False),
+    "Energy.Active.Export.Register": ("Wh", False),
+    "Power.Active.Import": ("W", True),
+    "Current.Import": ("A", True),
+    "Voltage": ("V", True),
+    "Current.Offered": ("A", False),
+    "Power.Offered": ("W", False),
+    "Frequency": (None, False),
+}
+PHASES = ("L1", "L2", "L3")
+
+
+def _milli(value):
+    """16020 -> "16.02", 16000 -> "16": OCPP values are decimal strings."""
+    sign = "-" if value < 0 else ""
+    whole, frac = divmod(abs(value), 1000)
+    if not frac:
+        return "%s%d" % (sign, whole)
+    return ("%s%d.%03d" % (sign, whole, frac)).rstrip("0")
+
+
+def _reading(measurand, evse, sample, phase_index):
+    """(value text, phase) or None if the meter does not have it."""
+    if measurand == "Energy.Active.Import.Register":
+        value = sample.energy_import_wh if sample is not None else evse.energy_wh
+        return None if value is None else str(value)
+    if measurand == "Current.Offered":
+        return _milli(evse.offered_ma())
+    if measurand == "Power.Offered":
+        return str(evse.offered_ma() * 230 * evse.phases // 1000)
+    if sample is None:
+        return None
+    if measurand == "Energy.Active.Export.Register":
+        return None if sample.energy_export_wh is None else str(sample.energy_export_wh)
+    if measurand == "Frequency":
+        return None if sample.frequency_mhz is None else _milli(sample.frequency_mhz)
+    if phase_index is None:
+        if measurand == "Power.Active.Import" and sample.power_w is not None:
+            return str(sample.power_w)
+        return None
+    table = {"Power.Active.Import": sample.power_w_phases, "Current.Import": sample.current_ma,
+             "Voltage": sample.voltage_dv}[measurand]
+    if not table or table[phase_index] is None:
+        return None
+    value = table[phase_index]
+    if measurand == "Voltage":
+        return _milli(value * 100)
+    if measurand == "Current.Import":
+        return _milli(value)
+    return str(value)
+
+
+class ChargePoint16:
+    def __init__(self, station, config, journal, storage=None, identity=None, wall_ms=None,
+                 boot_count=1):
+        self.station = station
+        self.config = config
+        self.journal = journal
+        self.storage = storage
+        self.identity = identity or {}
+        self.rpc = None                 # set by attach()
+        self.boot_count = boot_count
+        self._wall_offset = (wall_ms or 0)
+        self.boot = "none"              # none -> pending/rejected -> accepted
+        self.online = False
+        self.now = 0
+        self._timers = {}
+        self._last_activity = 0
+        self._reported = {}             # connector -> (status, error) the CSMS has
+        self._tx = {}                   # connector -> {"key", "transaction_id", "tag"}
+        self._tx_counter = 0
+        self._tx_in_flight = None       # journal seq being sent
+        self._requests = []
+        self._auth_cache = {}
+        self._remote_tags = {}          # tag -> connector, for AuthorizeRemoteTxRequests
+        self.sent_counts = {}
+        self.received_counts = {}
+        self._recover()
+
+    def attach(self, rpc):
+        """Wire the RPC layer: it calls `handle` for CALLs and obeys our gate."""
+        self.rpc = rpc
+        rpc.handler = self.handle
+        rpc.gate = self._gate
+
+    # ------------------------------------------------------------------ shell interface
+    def has_requests(self):
+        return bool(self._requests)
+
+    def take_requests(self):
+        requests, self._requests = self._requests, []
+        return requests
+
+    def next_deadline(self):
+        deadline = self.rpc.next_deadline() if self.rpc is not None else None
+        for due in self._timers.values():
+            if deadline is None or due < deadline:
+                deadline = due
+        return deadline
+
+    def wall_ms(self, now=None):
+        return (self.now if now is None else now) + self._wall_offset
+
+    def timestamp(self, now=None):
+        return iso_utc(self.wall_ms(now))
+
+    def receive(self, now, text):
+        """A frame from the CSMS."""
+        self.now = now
+        self.frames_activity(now)
+        self.rpc.receive(now, text)
+
+    def take_frames(self):
+        """Frames for the CSMS; counts what was sent and received for `sent X` /
+        `received X` (scenario subjects) and hands RPC events to `log`."""
+        for event in self.rpc.take_events():
+            kind = event[0]
+            if kind in ("sent", "received") and event[1] == rpc_mod.CALL:
+                counts = self.sent_counts if kind == "sent" else self.received_counts
+                counts[event[2]] = counts.get(event[2], 0) + 1
+            if self.log is not None:
+                self.log(self.now, event)
+        return self.rpc.take_frames()
+
+    log = None      # optional log(now, rpc event): the timeline's OCPP rows
+
+    def connection_made(self, now):
+        self.now = now
+        self.online = True
+        self._last_activity = now
+        self.rpc.connection_made(now)
+        if self.boot != "accepted":
+            self._timers.pop("boot", None)
+            self._send_boot(now)
+        else:
+            self._after_accepted(now)
+
+    def connection_lost(self, now):
+        self.now = now
+        self.online = False
+        self._tx_in_flight = None
+        self.rpc.connection_lost(now)
+        # what is not a transaction message is not worth replaying after an outage
+        self.rpc.drop_queued(lambda action: action == "BootNotification")
+        self._timers.pop("heartbeat", None)
+
+    def poll(self, now):
+        self.now = now
+        self.rpc.poll(now)
+        for name in [n for n in self._timers if self._timers[n] <= now]:
+            if name in self._timers and self._timers[name] <= now:
+                del self._timers[name]
+                getattr(self, "_timer_" + name.split(":")[0])(now, name)
+        self._pump_journal(now)
+
+    def frames_activity(self, now):
+        """The shell saw traffic: HeartbeatInterval counts inactivity."""
+        self._last_activity = now
+        if self.boot == "accepted" and self.online:
+            self._arm_heartbeat(now)
+
+    # ------------------------------------------------------------------ authorization
+    free = False            # free charging: the station starts sessions with free_tag
+    free_tag = "FREE"
+
+    def check(self, now, tag):
+        """The station's authorizer: cache / offline rules, else ask the CSMS."""
+        self.now = now
+        cached = self._auth_cache.get(tag)
+        cache_on = self.config.get("AuthorizationCacheEnabled")
+        if self.online and self.boot == "accepted":
+            if cache_on and cached == "Accepted" and self.config.get("LocalPreAuthorize"):
+                return ACCEPTED
+            self._send_authorize(now, tag)
+            return PENDING
+        if cache_on and cached == "Accepted" and self.config.get("LocalAuthorizeOffline"):
+            return ACCEPTED
+        if self.config.get("AllowOfflineTxForUnknownId") and cached is None:
+            return ACCEPTED
+        return REJECTED
+
+    def _send_authorize(self, now, tag):
+        def answered(now, payload, error):
+            if error is not None:
+                # no answer: decide as if offline
+                status = ACCEPTED if (self.config.get("AllowOfflineTxForUnknownId") or (
+                    self.config.get("LocalAuthorizeOffline")
+                    and self._auth_cache.get(tag) == "Accepted")) else REJECTED
+            else:
+                status = payload["idTagInfo"]["status"]
+                self._remember(tag, status)
+            connector = self._remote_tags.pop(tag, None)
+            self.station.token_result(now, tag, status, connector)
+        self.rpc.call(now, "Authorize", {"idTag": tag}, answered)
+
+    def _remember(self, tag, status):
+        if self.config.get("AuthorizationCacheEnabled"):
+            self._auth_cache[tag] = status
+
+    # ------------------------------------------------------------------ station events
+    def on_event(self, evse, event):
+        """Called for every controller/station event (runtime observer)."""
+        now, kind = event[0], event[1]
+        self.now = now
+        if evse is None:
+            return
+        if kind == "session_started":
+            self._start_transaction(now, evse, event[2])
+        elif kind == "session_ended":
+            self._stop_transaction(now, evse, event[2])
+        if kind in ("session", "fault", "session_started", "session_ended"):
+            self._sync_status(now)
+
+    def _status(self, evse):
+        code = evse.faults.first()
+        error = fault_table.OCPP16_ERROR[code] if code else "NoError"
+        if evse.state == "idle" and evse.pending_tag is not None:
+            return "Preparing", error
+        return STATUS[evse.state], error
+
+    def _sync_status(self, now):
+        """Tell the CSMS each connector's current status (not its history: after an outage
+        only what is true now is sent, spec/standards.md §5.2)."""
+        if not self.online or self.boot != "accepted":
+            return
+        evses = self.station.evses
+        station_status = "Unavailable" if all(e.disabled for e in evses.values()) else \
+            "Available"
+        wanted = {0: (station_status, "NoError")}
+        for connector_id, evse in evses.items():
+            wanted[connector_id] = self._status(evse)
+        for connector_id in sorted(wanted):
+            if self._reported.get(connector_id) != wanted[connector_id]:
+                self._reported[connector_id] = wanted[connector_id]
+                self._send_status(now, connector_id, *wanted[connector_id])
+
+    def _send_status(self, now, connector_id, status, error):
+        payload = {"connectorId": connector_id, "status": status, "errorCode": error,
+                   "timestamp": self.timestamp(now)}
+        evse = self.station.evses.get(connector_id)
+        code = evse.faults.first() if evse is not None else None
+        if code:
+            payload["vendorErrorCode"] = fault_table.VENDOR_ERROR[code] or code
+            payload["info"] = code
+        self.rpc.call(now, "StatusNotification", payload)
+
+    # ------------------------------------------------------------------ transactions
+    def _new_tx_key(self):
+        self._tx_counter += 1
+        return "%d-%d" % (self.boot_count, self._tx_counter)
+
+    def _start_transaction(self, now, evse, tag):
+        key = self._new_tx_key()
+        meter_start = evse.energy_wh or 0
+        seq = self.journal.append({
+            "action": "StartTransaction", "tx": key, "attempts": 0, "payload": {
+                "connectorId": evse.connector_id, "idTag": tag, "meterStart": meter_start,
+                "timestamp": self.timestamp(now)}})
+        if seq is None:
+            # journal full (policy in agent/journal.py): refuse rather than charge unrecorded
+            evse.stop(now, "other")
+            return
+        self._tx[evse.connector_id] = {"key": key, "tag": tag, "transaction_id": None,
+                                       "last_wh": meter_start}
+        self._arm_sampling(now, evse.connector_id)
+        self._pump_journal(now)
+
+    def _stop_transaction(self, now, evse, reason):
+        tx = self._tx.pop(evse.connector_id, None)
+        self._timers.pop("sample:%d" % evse.connector_id, None)
+        if tx is None:
+            return
+        meter_stop = evse.energy_stop_wh if evse.energy_stop_wh is not None else tx["last_wh"]
+        payload = {"meterStop": meter_stop, "timestamp": self.timestamp(now),
+                   "reason": STOP_REASON.get(reason, "Other"), "idTag": tx["tag"]}
+        data = self._meter_value(now, evse, "Transaction.End",
+                                 self.config.get("StopTxnSampledData"))
+        if data is not None:
+            payload["transactionData"] = [data]
+        self.journal.append({"action": "StopTransaction", "tx": tx["key"], "attempts": 0,
+                             "payload": payload, "transaction_id": tx["transaction_id"]})
+        self._pump_journal(now)
+
+    def _recover(self):
+        """After a reboot: a transaction with a Start but no Stop in the journal was cut by
+        power loss; close it with the last energy and time the journal knows."""
+        open_tx = {}
+        for seq, record in self.journal.pending():
+            key = record.get("tx")
+            if key is None:
+                continue
+            action, payload = record["action"], record["payload"]
+            if action == "StartTransaction":
+                open_tx[key] = {"wh": payload["meterStart"], "time": payload["timestamp"],
+                                "tag": payload["idTag"]}
+            elif action == "MeterValues" and key in open_tx:
+                for value in payload["meterValue"]:
+                    for sampled in value["sampledValue"]:
+                        if sampled.get("measurand", "Energy.Active.Import.Register") == \
+                                "Energy.Active.Import.Register":
+                            open_tx[key]["wh"] = int(sampled["value"])
+                            open_tx[key]["time"] = value["timestamp"]
+            elif action == "StopTransaction":
+                open_tx.pop(key, None)
+        for key in sorted(open_tx):
+            last = open_tx[key]
+            self.journal.append({"action": "StopTransaction", "tx": key, "attempts": 0,
+                                 "payload": {"meterStop": last["wh"], "timestamp": last["time"],
+                                             "reason": "PowerLoss", "idTag": last["tag"]}})
+
+    def _pump_journal(self, now):
+        """Feed the oldest pending transaction message to the RPC layer, one at a time."""
+        if self._tx_in_flight is not None or not self.online or self.boot != "accepted":
+            return
+        if "journal_retry" in self._timers:
+            return
+        unconfirmed = set()             # transactions whose Start is still in the journal
+        for seq, record in self.journal.pending():
+            payload = dict(record["payload"])
+            if record["action"] == "StartTransaction":
+                unconfirmed.add(record["tx"])
+            else:
+                transaction_id = record.get("transaction_id")
+                if transaction_id is None:
+                    if record["tx"] in unconfirmed:
+                        return      # wait for the Start's answer (it is ahead in the queue)
+                    # its Start was given up after TransactionMessageAttempts: the CSMS has
+                    # no transaction to attach this to
+                    self.journal.done(seq, "start given up")
+                    continue
+                payload["transactionId"] = transaction_id
+            self._tx_in_flight = seq
+            self.rpc.call(now, record["action"], payload,
+                          lambda now, result, error, seq=seq, record=record:
+                          self._journal_answered(now, seq, record, result, error))
+            return
+
+    def _journal_answered(self, now, seq, record, result, error):
+        self._tx_in_flight = None
+        if error is not None:
+            if error.code == rpc_mod.CONNECTION_LOST:
+                return                      # not an attempt: replay on reconnect
+            attempts = record.get("attempts", 0) + 1
+            if attempts >= self.config.get("TransactionMessageAttempts"):
+                self.journal.done(seq)      # OCPP 1.6 §4.10: give up after the attempts
+            else:
+                record["attempts"] = attempts
+                self.journal.update(seq, {"attempts": attempts})
+                self._timers["journal_retry"] = now + attempts * 1000 * self.config.get(
+                    "TransactionMessageRetryInterval")
+            return
+        if record["action"] == "StartTransaction":
+            transaction_id = result["transactionId"]
+            for other_seq, other in self.journal.pending():
+                if other.get("tx") == record["tx"] and other_seq != seq:
+                    other["transaction_id"] = transaction_id
+                    self.journal.update(other_seq, {"transaction_id": transaction_id})
+            for connector_id, tx in self._tx.items():
+                if tx["key"] == record["tx"]:
+                    tx["transaction_id"] = transaction_id
+            status = result["idTagInfo"]["status"]
+            self._remember(record["payload"]["idTag"], status)
+            if status != "Accepted":
+                self._start_rejected(now, record, status)
+        self.journal.done(seq)
+        self._pump_journal(now)
+
+    def _start_rejected(self, now, record, status):
+        connector_id = record["payload"]["connectorId"]
+        tx = self._tx.get(connector_id)
+        evse = self.station.evses.get(connector_id)
+        if tx is None or evse is None or tx["key"] != record["tx"]:
+            return
+        if self.config.get("StopTransactionOnInvalidId"):
+            evse.stop(now, "deauthorized")
+        else:
+            evse.set_limit(now, 0)          # keep the transaction, offer nothing (SuspendedEVSE)
+
+    # ------------------------------------------------------------------ meter values
+    def _meter_value(self, now, evse, context, measurands):
+        sample = evse.meter
+        sampled = []
+        for entry in measurands:
+            measurand, phase = entry, None
+            for suffix in ("L1-N", "L2-N", "L3-N", "L1", "L2", "L3"):
+                if entry.endswith("." + suffix):
+                    measurand, phase = entry[:-len(suffix) - 1], suffix
+            if measurand not in MEASURANDS:
+                continue
+            unit, phased = MEASURANDS[measurand]
+            if phased and (phase is not None or measurand != "Power.Active.Import"):
+                indexes = [PHASES.index(phase[:2])] if phase else range(evse.phases)
+            else:
+                indexes = [None]
+            for index in indexes:
+                value = _reading(measurand, evse, sample, index)
+                if value is None:
+                    continue
+                item = {"value": value, "context": context, "measurand": measurand,
+                        "location": "Outlet"}
+                if unit is not None:
+                    item["unit"] = unit
+                if index is not None:
+                    item["phase"] = PHASES[index] + ("-N" if measurand == "Voltage" else "")
+                sampled.append(item)
+        if not sampled:
+            return None
+        return {"timestamp": self.timestamp(now), "sampledValue": sampled}
+
+    def _send_meter_values(self, now, evse, context, measurands, trigger=False):
+        value = self._meter_value(now, evse, context, measurands)
+        if value is None:
+            return
+        payload = {"connectorId": evse.connector_id, "meterValue": [value]}
+        tx = self._tx.get(evse.connector_id)
+        if tx is not None and not trigger:
+            for sampled in value["sampledValue"]:
+                if sampled["measurand"] == "Energy.Active.Import.Register":
+                    tx["last_wh"] = int(sampled["value"])
+            self.journal.append({"action": "MeterValues", "tx": tx["key"], "attempts": 0,
+                                 "payload": payload,
+                                 "transaction_id": tx["transaction_id"]})
+            self._pump_journal(now)
+        else:
+            if tx is not None and tx["transaction_id"] is not None:
+                payload["transactionId"] = tx["transaction_id"]
+            self.rpc.call(now, "MeterValues", payload)
+
+    def _arm_sampling(self, now, connector_id):
+        interval = self.config.get("MeterValueSampleInterval")
+        if interval > 0:
+            self._timers["sample:%d" % connector_id] = now + interval * 1000
+
+    def _timer_sample(self, now, name):
+        connector_id = int(name.split(":")[1])
+        evse = self.station.evses.get(connector_id)
+        if evse is None or connector_id not in self._tx:
+            return
+        self._send_meter_values(now, evse, "Sample.Periodic",
+                                self.config.get("MeterValuesSampledData"))
+        self._arm_sampling(now, connector_id)
+
+    def _arm_aligned(self, now):
+        interval = self.config.get("ClockAlignedDataInterval") * 1000
+        if interval > 0:
+            wall = self.wall_ms(now)
+            self._timers["aligned"] = now + (interval - wall % interval)
+
+    def _timer_aligned(self, now, name):
+        for evse in self.station.evses.values():
+            self._send_meter_values(now, evse, "Sample.Clock",
+                                    self.config.get("MeterValuesAlignedData"))
+        self._arm_aligned(now + 1)
+
+    # ------------------------------------------------------------------ boot, heartbeat
+    def _gate(self, action):
+        """While BootNotification is not accepted, only it may leave (OCPP 1.6 §4.2)."""
+        return self.boot == "accepted" or action == "BootNotification"
+
+    def _send_boot(self, now):
+        identity = self.identity
+        payload = {"chargePointVendor": identity.get("vendor", "evse-agent"),
+                   "chargePointModel": identity.get("model", "evse-agent")}
+        for key, field in (("serial", "chargePointSerialNumber"),
+                           ("firmware", "firmwareVersion")):
+            if identity.get(key):
+                payload[field] = identity[key]
+        self.rpc.call(now, "BootNotification", payload, self._boot_answered)
+
+    def _boot_answered(self, now, payload, error):
+        if error is not None:
+            if error.code != rpc_mod.CONNECTION_LOST:
+                self._timers["boot"] = now + DEFAULT_RETRY_MS
+            return
+        self._set_clock(now, payload.get("currentTime"))
+        interval = payload.get("interval", 0)
+        status = payload["status"]
+        if status == "Accepted":
+            self.boot = "accepted"
+            if interval > 0:
+                self.config.set_from_csms("HeartbeatInterval", interval)
+            self._after_accepted(now)
+        else:
+            self.boot = status.lower()
+            self._timers["boot"] = now + (interval * 1000 if interval > 0 else DEFAULT_RETRY_MS)
+
+    def _timer_boot(self, now, name):
+        if self.online and self.boot != "accepted":
+            self._send_boot(now)
+
+    def _after_accepted(self, now):
+        self.rpc.resume(now)
+        self._arm_heartbeat(now)
+        self._arm_aligned(now)
+        self._sync_status(now)
+        self._pump_journal(now)
+
+    def _arm_heartbeat(self, now):
+        interval = self.config.get("HeartbeatInterval")
+        if interval > 0:
+            self._timers["heartbeat"] = self._last_activity + interval * 1000
+
+    def _timer_heartbeat(self, now, name):
+        if self.online and self.boot == "accepted":
+            self._send_heartbeat(now)
+
+    def _send_heartbeat(self, now):
+        def answered(now, payload, error):
+            if error is None:
+                self._set_clock(now, payload.get("currentTime"))
+        self.rpc.call(now, "Heartbeat", {}, answered)
+
+    def _set_clock(self, now, current_time):
+        if current_time:
+            try:
+                self._wall_offset = parse_iso(current_time) - now
+            except ValueError:
+                pass
+
+    def _timer_journal_retry(self, now, name):
+        self._pump_journal(now)
+
+    # ------------------------------------------------------------------ CSMS -> CP
+    def handle(self, action, payload):
+        """RPC handler: one method per action (HANDLERS)."""
+        method = HANDLERS.get(action)
+        if method is None:
+            # a 1.6 action of a profile we do not offer is "recognized but not supported"
+            raise rpc_mod.CallError(rpc_mod.NOT_SUPPORTED if action in KNOWN_16_ACTIONS
+                                    else rpc_mod.NOT_IMPLEMENTED, action)
+        return getattr(self, method)(self.now, payload)
+
+    def _connector(self, connector_id):
+        return self.station.evses.get(connector_id)
+
+    def on_Reset(self, now, payload):
+        kind = payload["type"]
+        reason = "hard_reset" if kind == "Hard" else "soft_reset"
+        for evse in self.station.evses.values():
+            if evse.session_active:
+                evse.stop(now, reason)
+        # the shell reboots once the Stop messages are journaled (they are, synchronously)
+        self._requests.append(("reset", kind))
+        return {"status": "Accepted"}
+
+    def on_RemoteStartTransaction(self, now, payload):
+        connector_id = payload.get("connectorId")
+        if connector_id == 0:
+            return {"status": "Rejected"}
+        tag = payload["idTag"]
+        if connector_id is not None:
+            evse = self._connector(connector_id)
+            if evse is None or evse.state not in ("idle", "authorizing"):
+                return {"status": "Rejected"}
+        else:
+            free = [e for e in self.station.evses.values() if e.state == "authorizing"] or \
+                [e for e in self.station.evses.values() if e.state == "idle"]
+            if not free:
+                return {"status": "Rejected"}
+            connector_id = free[0].connector_id
+        if self.config.get("AuthorizeRemoteTxRequests"):
+            self._remote_tags[tag] = connector_id
+            self._send_authorize(now, tag)
+        else:
+            self.station.token_result(now, tag, ACCEPTED, connector_id)
+        return {"status": "Accepted"}
+
+    def on_RemoteStopTransaction(self, now, payload):
+        for connector_id, tx in self._tx.items():
+            if tx["transaction_id"] == payload["transactionId"]:
+                self.station.evses[connector_id].stop(now, "remote")
+                return {"status": "Accepted"}
+        return {"status": "Rejected"}
+
+    def on_UnlockConnector(self, now, payload):
+        evse = self._connector(payload["connectorId"])
+        if evse is None or not evse.socket:
+            return {"status": "NotSupported"}
+        if evse.session_active:
+            evse.stop(now, "unlock_command")
+        return {"status": "Unlocked" if evse.unlock(now) else "UnlockFailed"}
+
+    def on_ChangeAvailability(self, now, payload):
+        connector_id = payload["connectorId"]
+        if connector_id != 0 and connector_id not in self.station.evses:
+            return {"status": "Rejected"}
+        available = payload["type"] == "Operative"
+        targets = list(self.station.evses.values()) if connector_id == 0 else \
+            [self.station.evses[connector_id]]
+        busy = any(e.session_active for e in targets) and not available
+        self.station.set_available(now, connector_id, available)
+        self._persist_availability()
+        return {"status": "Scheduled" if busy else "Accepted"}
+
+    def _persist_availability(self):
+        if self.storage is None:
+            return
+        import json
+        state = {}
+        for connector_id, evse in self.station.evses.items():
+            state[str(connector_id)] = not evse.disabled
+        self.storage.write("availability", json.dumps(state).encode())
+
+    def on_ChangeConfiguration(self, now, payload):
+        return {"status": self.config.change(payload["key"], payload["value"])}
+
+    def on_GetConfiguration(self, now, payload):
+        keys = payload.get("key")
+        if keys is not None and len(keys) > self.config.get("GetConfigurationMaxKeys"):
+            raise rpc_mod.CallError(rpc_mod.PROPERTY_CONSTRAINT_VIOLATION,
+                                    "more keys than GetConfigurationMaxKeys")
+        known, unknown = self.config.get_configuration(keys)
+        answer = {"configurationKey": known}
+        if unknown:
+            answer["unknownKey"] = unknown
+        return answer
+
+    def on_ClearCache(self, now, payload):
+        self._auth_cache = {}
+        return {"status": "Accepted"}
+
+    def on_DataTransfer(self, now, payload):
+        return {"status": "UnknownVendorId"}
+
+    def on_TriggerMessage(self, now, payload):
+        requested = payload["requestedMessage"]
+        connector_id = payload.get("connectorId")
+        if connector_id is not None and connector_id != 0 and \
+                connector_id not in self.station.evses:
+            return {"status": "Rejected"}
+        if requested not in TRIGGERS:
+            return {"status": "NotImplemented"}
+        self._timers["trigger:%s:%s" % (requested, connector_id)] = now   # after the answer
+        return {"status": "Accepted"}
+
+    def _timer_trigger(self, now, name):
+        _, requested, connector = name.split(":")
+        connector_id = None if connector == "None" else int(connector)
+        if requested == "BootNotification":
+            self._send_boot(now)
+        elif requested == "Heartbeat":
+            self._send_heartbeat(now)
+        elif requested == "StatusNotification":
+            targets = [connector_id] if connector_id is not None else \
+                [0] + sorted(self.station.evses)
+            for target in targets:
+                evse = self._connector(target)
+                status = self._status(evse) if evse is not None else self._reported.get(
+                    0, ("Available", "NoError"))
+                self._send_status(now, target, *status)
+        elif requested == "MeterValues":
+            evses = [self._connector(connector_id)] if connector_id else \
+                list(self.station.evses.values())
+            for evse in evses:
+                self._send_meter_values(now, evse, "Trigger",
+                                        self.config.get("MeterValuesSampledData"),
+                                        trigger=True)
+        else:   # DiagnosticsStatusNotification / FirmwareStatusNotification: nothing running
+            self.rpc.call(now, requested, {"status": "Idle"})
+
+
+HANDLERS = {
+    "Reset": "on_Reset",
+    "RemoteStartTransaction": "on_RemoteStartTransaction",
+    "RemoteStopTransaction": "on_RemoteStopTransaction",
+    "UnlockConnector": "on_UnlockConnector",
+    "ChangeAvailability": "on_ChangeAvailability",
+    "ChangeConfiguration": "on_ChangeConfiguration",
+    "GetConfiguration": "on_GetConfiguration",
+    "ClearCache": "on_ClearCache",
+    "DataTransfer": "on_DataTransfer",
+    "TriggerMessage": "on_TriggerMessage",
+}
+TRIGGERS = ("BootNotification", "Heartbeat", "MeterValues", "StatusNotification",
+            "DiagnosticsStatusNotification", "FirmwareStatusNotification")
+# CSMS -> CP actions of the other 1.6 profiles: answered NotSupported, not NotImplemented
+KNOWN_16_ACTIONS = (
+    "CancelReservation", "ReserveNow", "ClearChargingProfile", "GetCompositeSchedule",
+    "SetChargingProfile", "GetDiagnostics", "UpdateFirmware", "GetLocalListVersion",
+    "SendLocalList", "CertificateSigned", "DeleteCertificate", "ExtendedTriggerMessage",
+    "GetInstalledCertificateIds", "GetLog", "InstallCertificate", "SignedUpdateFirmware",
+)
