@@ -16,6 +16,8 @@ shell (a reset to perform).
   replayed after reconnect or reboot; a transaction left open by a power loss is closed with
   reason PowerLoss and the last meter value the journal holds.
 """
+import json
+
 from agent import faults as fault_table
 from agent import rpc as rpc_mod
 from agent.station import ACCEPTED, PENDING, REJECTED
@@ -308,16 +310,22 @@ class ChargePoint16:
     def _start_transaction(self, now, evse, tag):
         key = self._new_tx_key()
         meter_start = evse.energy_wh or 0
+        # write order against kill -9: the open transaction first, then its Start (a crash
+        # between the two leaves a PowerLoss Stop with no Start, which is dropped harmlessly)
+        self._tx[evse.connector_id] = {"key": key, "tag": tag, "transaction_id": None,
+                                       "last_wh": meter_start,
+                                       "last_time": self.timestamp(now)}
+        self._save_open()
         seq = self.journal.append({
             "action": "StartTransaction", "tx": key, "attempts": 0, "payload": {
                 "connectorId": evse.connector_id, "idTag": tag, "meterStart": meter_start,
                 "timestamp": self.timestamp(now)}})
         if seq is None:
             # journal full (policy in agent/journal.py): refuse rather than charge unrecorded
+            del self._tx[evse.connector_id]
+            self._save_open()
             evse.stop(now, "other")
             return
-        self._tx[evse.connector_id] = {"key": key, "tag": tag, "transaction_id": None,
-                                       "last_wh": meter_start}
         self._arm_sampling(now, evse.connector_id)
         self._pump_journal(now)
 
@@ -335,34 +343,44 @@ class ChargePoint16:
             payload["transactionData"] = [data]
         self.journal.append({"action": "StopTransaction", "tx": tx["key"], "attempts": 0,
                              "payload": payload, "transaction_id": tx["transaction_id"]})
+        self._save_open()           # forgotten only once its Stop is journaled (kill -9)
         self._pump_journal(now)
 
+    # Open transactions are kept in storage ("open_tx") apart from the journal: once its
+    # Start is delivered and compacted away, the journal alone no longer shows that a
+    # transaction is open, and a power loss would leave it open at the CSMS forever.
+    def _save_open(self):
+        if self.storage is None:
+            return
+        state = {}
+        for connector_id, tx in self._tx.items():
+            state[tx["key"]] = {"connector": connector_id, "tag": tx["tag"],
+                                "transaction_id": tx["transaction_id"],
+                                "wh": tx["last_wh"], "time": tx.get("last_time")}
+        self.storage.write("open_tx", json.dumps(state).encode())
+
     def _recover(self):
-        """After a reboot: a transaction with a Start but no Stop in the journal was cut by
-        power loss; close it with the last energy and time the journal knows."""
-        open_tx = {}
-        for seq, record in self.journal.pending():
-            key = record.get("tx")
-            if key is None:
+        """After a reboot: a transaction still open in storage was cut by a power loss;
+        close it with reason PowerLoss, the last energy and the time it was last seen."""
+        if self.storage is None:
+            return
+        raw = self.storage.read("open_tx")
+        try:
+            state = json.loads(raw) if raw else {}
+        except ValueError:
+            state = {}
+        pending_stops = set(r.get("tx") for _, r in self.journal.pending()
+                            if r["action"] == "StopTransaction")
+        for key in sorted(state):
+            if key in pending_stops:
                 continue
-            action, payload = record["action"], record["payload"]
-            if action == "StartTransaction":
-                open_tx[key] = {"wh": payload["meterStart"], "time": payload["timestamp"],
-                                "tag": payload["idTag"]}
-            elif action == "MeterValues" and key in open_tx:
-                for value in payload["meterValue"]:
-                    for sampled in value["sampledValue"]:
-                        if sampled.get("measurand", "Energy.Active.Import.Register") == \
-                                "Energy.Active.Import.Register":
-                            open_tx[key]["wh"] = int(sampled["value"])
-                            open_tx[key]["time"] = value["timestamp"]
-            elif action == "StopTransaction":
-                open_tx.pop(key, None)
-        for key in sorted(open_tx):
-            last = open_tx[key]
+            last = state[key]
             self.journal.append({"action": "StopTransaction", "tx": key, "attempts": 0,
-                                 "payload": {"meterStop": last["wh"], "timestamp": last["time"],
+                                 "transaction_id": last["transaction_id"],
+                                 "payload": {"meterStop": last["wh"],
+                                             "timestamp": last["time"],
                                              "reason": "PowerLoss", "idTag": last["tag"]}})
+        self.storage.write("open_tx", b"{}")
 
     def _pump_journal(self, now):
         """Feed the oldest pending transaction message to the RPC layer, one at a time."""
@@ -414,6 +432,7 @@ class ChargePoint16:
             for connector_id, tx in self._tx.items():
                 if tx["key"] == record["tx"]:
                     tx["transaction_id"] = transaction_id
+                    self._save_open()
             status = result["idTagInfo"]["status"]
             self._remember(record["payload"]["idTag"], status)
             if status != "Accepted":
@@ -473,6 +492,8 @@ class ChargePoint16:
             for sampled in value["sampledValue"]:
                 if sampled["measurand"] == "Energy.Active.Import.Register":
                     tx["last_wh"] = int(sampled["value"])
+                    tx["last_time"] = value["timestamp"]
+                    self._save_open()
             self.journal.append({"action": "MeterValues", "tx": tx["key"], "attempts": 0,
                                  "payload": payload,
                                  "transaction_id": tx["transaction_id"]})

@@ -102,6 +102,10 @@ class Rpc:
         pending = self._outstanding
         return None if pending is None else pending.deadline
 
+    def awaiting(self):
+        """A CALL is out and its answer has not come yet."""
+        return self._outstanding is not None
+
     def has_frames(self):
         return bool(self._frames)
 

@@ -71,6 +71,14 @@ class Connection:
             for frame in frames:
                 asyncio.ensure_future(self._send(frame))
             self.cp.frames_activity(now)
+        self._hold_time()
+
+    def _hold_time(self):
+        """Under the simulator's virtual clock, time must not run ahead while an answer is
+        on its way from a CSMS in another process: hold it while a CALL is out."""
+        clock = getattr(asyncio.get_running_loop(), "clock", None)
+        if clock is not None:
+            clock.hold = 1 if (self.ws is not None and self.cp.rpc.awaiting()) else 0
 
     async def _send(self, frame):
         ws = self.ws
@@ -151,6 +159,7 @@ class Connection:
                 self.ws = None
                 self.cp.connection_lost(self.now())
                 self.pump()
+                self._hold_time()
 
     async def _timer_loop(self):
         while True:

@@ -11,6 +11,7 @@ The clock is kept in integer microseconds, so millisecond deadlines land exactly
 import asyncio
 import math
 import selectors
+import time
 
 
 class _VirtualSelector(selectors.DefaultSelector):
@@ -23,9 +24,15 @@ class _VirtualSelector(selectors.DefaultSelector):
         if events or timeout == 0:
             return events
         clock = self._clock
-        if timeout is None or clock.hold:
-            # Nothing scheduled (or someone awaits real I/O from outside): wait for real.
-            return super().select(timeout if not clock.hold else min(timeout or 0.01, 0.01))
+        if timeout is None:
+            return super().select(None)      # nothing scheduled: only real I/O can come
+        if clock.hold:
+            # an answer is on its way from another process: while it is, virtual time runs
+            # at the pace of real time, so a response timeout means as much as it would
+            started = time.monotonic()
+            events = super().select(min(timeout, 0.05))
+            clock.advance_us(int((time.monotonic() - started) * 1_000_000))
+            return events
         # ceil to whole microseconds (rounded first: 0.005 s * 1e6 is 5000.000000000001)
         clock.advance_us(math.ceil(round(timeout * 1_000_000, 3)))
         return []

@@ -6,6 +6,7 @@ on the world (the car, the faults) or on the station (a swipe, a limit), `expect
 `wait_for` read subjects from the agent and the world. Time is virtual unless `realtime`.
 """
 import asyncio
+import os
 import time
 
 from agent.runtime import Agent
@@ -13,7 +14,7 @@ from agent.station import station_from_board
 from simulator import clock
 from simulator.ev import Ev
 from simulator.timeline import Timeline
-from simulator.world import SimConnector, World
+from simulator.world import SimConnector, SimMeter, World
 
 
 def _contactor(sim, c):
@@ -97,6 +98,10 @@ class Simulation:
                                      seed=sim.get("seed", 1) + c["id"])
             connector.contactor.close_ms = sim.get("contactor_close", 30)
             connector.contactor.open_ms = sim.get("contactor_open", 20)
+            if self.ocpp is not None and self.ocpp.state_dir:
+                # a --state run resumes a charger: its meter's registers persist as well
+                connector.meter = SimMeter(connector, register_path=os.path.join(
+                    self.ocpp.state_dir, "sim-meter-%d.json" % c["id"]))
             self.world.add(connector)
         self.boot_agent()
         self.timeline.attach(self)

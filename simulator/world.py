@@ -9,6 +9,8 @@ following the pilot, a contactor's travel time, an RCD's trip time) are schedule
 running event loop, so they happen in virtual time under the simulator's clock.
 """
 import asyncio
+import json
+import os
 import random
 
 from hal import interfaces as hal
@@ -184,9 +186,13 @@ class SimThermometer(hal.Thermometer):
 
 
 class SimMeter(hal.Meter):
-    """Integrates energy exactly: W x ms in an integer accumulator, read out in whole Wh."""
+    """Integrates energy exactly: W x ms in an integer accumulator, read out in whole Wh.
 
-    def __init__(self, connector, timeout_ms=1000):
+    With a `register_path` the energy registers survive a restart of the simulator, as a
+    real meter's do (non-volatile): saved atomically before every reading is handed out, so
+    no reading the agent saw is ever ahead of what a restarted meter shows."""
+
+    def __init__(self, connector, timeout_ms=1000, register_path=None):
         self.connector = connector
         self.timeout_ms = timeout_ms
         self.lost = False
@@ -194,6 +200,19 @@ class SimMeter(hal.Meter):
         self.export_wms = 0
         self._since = 0
         self.reads = 0
+        self.register_path = register_path
+        if register_path and os.path.exists(register_path):
+            with open(register_path) as file:
+                saved = json.load(file)
+            self.import_wms, self.export_wms = saved["import_wms"], saved["export_wms"]
+
+    def _save(self):
+        temporary = self.register_path + ".tmp"
+        with open(temporary, "w") as file:
+            json.dump({"import_wms": self.import_wms, "export_wms": self.export_wms}, file)
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(temporary, self.register_path)
 
     def integrate(self, now):
         power = self.connector.power_w()
@@ -207,6 +226,8 @@ class SimMeter(hal.Meter):
         connector = self.connector
         now = connector.world.now_ms()
         self.integrate(now)
+        if self.register_path:
+            self._save()
         currents, voltages, powers, total = connector.electrical()
         return hal.MeterSample(
             energy_import_wh=self.import_wms // 3600000,
