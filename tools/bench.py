@@ -146,6 +146,7 @@ def bench_speed(runs):
     steps = scenario.parse_file(os.path.join(ROOT, "simulator", "scenarios", "eight-hours.scn"))
     walls, simulated = [], 0
     for _ in range(runs):
+        # the controller, runtime and simulated world alone (OCPP has its own figures)
         ok, simulation = simulate(board, steps, timeline=Timeline(quiet=True))
         assert ok, "eight-hours scenario failed"
         walls.append(simulation.wall_seconds)
