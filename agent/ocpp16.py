@@ -117,7 +117,7 @@ class ChargePoint16:
         self.storage = storage
         self.identity = identity or {}
         self.rpc = None                 # set by attach()
-        self.boot_count = boot_count
+        self.boot_count = self._count_boot(storage, boot_count)
         self._wall_offset = (wall_ms or 0)
         self.boot = "none"              # none -> pending/rejected -> accepted
         self.online = False
@@ -134,6 +134,20 @@ class ChargePoint16:
         self.sent_counts = {}
         self.received_counts = {}
         self._recover()
+
+    @staticmethod
+    def _count_boot(storage, fallback):
+        """A persistent boot counter: transaction keys ("boot-n") must never repeat across
+        reboots, or a recovered transaction and a new one would share journal records."""
+        if storage is None:
+            return fallback
+        raw = storage.read("boot_count")
+        try:
+            count = int(raw) + 1 if raw else 1
+        except ValueError:
+            count = fallback + 1000000      # unreadable: jump clear of any earlier key
+        storage.write("boot_count", str(count).encode())
+        return count
 
     def attach(self, rpc):
         """Wire the RPC layer: it calls `handle` for CALLs and obeys our gate."""
