@@ -111,6 +111,9 @@ SESSION_MACHINE = Machine(
         ("suspended_evse", "offer_on", "ready", None, None),
         ("ready", "wakeup_expired", "suspended_ev", None, None),
         (ACTIVE, "stop", "finishing", None, "end_session"),
+        # OCPP StopTransactionOnEVSideDisconnect = false: the session outlives the unplug
+        (ACTIVE, "unplug", "suspended_ev", "keeps_session_on_unplug", None),
+        ("suspended_ev", "plug", None, None, None),
         (ACTIVE, "unplug", "idle", None, "end_session_disconnected"),
         ("finishing", "unplug", "idle", None, None),
         (("idle", "authorizing", "finishing"), "disable", "unavailable", None, None),
@@ -248,6 +251,7 @@ class Evse:
 
         self._operator_reset = False
         self.force_unlocked = False
+        self.stop_on_ev_disconnect = True      # OCPP StopTransactionOnEVSideDisconnect
         self._timers = {}
         self._commands = []
         self._events = []
@@ -321,6 +325,9 @@ class Evse:
 
     def session_ended(self):
         return self.session_ended_plugged
+
+    def keeps_session_on_unplug(self):
+        return not self.stop_on_ev_disconnect
 
     # ---------------------------------------------------------------- inputs (HAL)
     def pilot_sample(self, now, high_mv, low_mv):
@@ -476,14 +483,15 @@ class Evse:
         self._step(now)
 
     def unlock(self, now):
-        """Operator unlock (OCPP UnlockConnector): refused while the plug may be live.
-        Returns True if the lock is released."""
+        """Operator unlock (OCPP UnlockConnector): refused during a session; otherwise the
+        lock opens now, or as soon as the contactor is open. Returns True if accepted."""
         self.now = now
-        if self.contactor_closed or self.feedback_closed or self.session_active:
+        if self.session_active:
             return False
+        # takes effect once nothing is live: _lock_wanted keeps a live plug locked
         self.force_unlocked = True
         self._step(now)
-        return not self.locked
+        return True
 
     def reset_faults(self, now):
         """Operator reset: clears latched faults whose condition is gone (a contactor that
@@ -642,7 +650,9 @@ class Evse:
             self._timers["wakeup"] = self.now + self.params.legacy_wakeup_ms
 
     def enter_finishing(self, _):
-        if self.disabled:
+        if not self.plugged:
+            self._fire("unplug")        # stopped while the cable was out: nothing to finish
+        elif self.disabled:
             self._fire("disable")
 
     def enter_unavailable(self, _):
@@ -763,7 +773,7 @@ class Evse:
             # stay X1 while the power-off-under-load grace runs, then F
             return (X1, 0) if self.contactor_closed else (F, 0)
         if self.state in ("ready", "charging", "suspended_ev") and not len(self.faults) and \
-                (self.pp_ampacity_ma is not None or not self.socket):
+                self.plugged and (self.pp_ampacity_ma is not None or not self.socket):
             # a socket offers nothing before the cable's rating is known (EVerest waits too)
             offer = offer_for_current(min(self.target_ma(), MAX_CURRENT_MA))
             if offer:

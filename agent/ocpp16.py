@@ -134,6 +134,9 @@ class ChargePoint16:
         self.sent_counts = {}
         self.received_counts = {}
         self._recover()
+        config.on_change.append(self._config_changed)
+        for key in ("ConnectionTimeOut", "StopTransactionOnEVSideDisconnect"):
+            self._config_changed(key, config.get(key))
 
     @staticmethod
     def _count_boot(storage, fallback):
@@ -148,6 +151,27 @@ class ChargePoint16:
             count = fallback + 1000000      # unreadable: jump clear of any earlier key
         storage.write("boot_count", str(count).encode())
         return count
+
+    def _config_changed(self, key, value):
+        """Apply a configuration change at once (OCPP: no reboot needed for these)."""
+        now = self.now
+        if key == "ConnectionTimeOut":
+            for evse in self.station.evses.values():
+                evse.params.connection_timeout_ms = value * 1000
+        elif key == "StopTransactionOnEVSideDisconnect":
+            for evse in self.station.evses.values():
+                evse.stop_on_ev_disconnect = value
+        elif key == "ClockAlignedDataInterval":
+            self._timers.pop("aligned", None)
+            if self.boot == "accepted":
+                self._arm_aligned(now)
+        elif key == "HeartbeatInterval":
+            if self.boot == "accepted" and self.online:
+                self._arm_heartbeat(now)
+        elif key == "MeterValueSampleInterval":
+            for connector_id in self._tx:
+                self._timers.pop("sample:%d" % connector_id, None)
+                self._arm_sampling(now, connector_id)
 
     def attach(self, rpc):
         """Wire the RPC layer: it calls `handle` for CALLs and obeys our gate."""
@@ -275,13 +299,13 @@ class ChargePoint16:
         now, kind = event[0], event[1]
         self.now = now
         if evse is None:
+            self._sync_status(now)  # a token accepted before plug-in: Preparing
             return
         if kind == "session_started":
             self._start_transaction(now, evse, event[2])
         elif kind == "session_ended":
             self._stop_transaction(now, evse, event[2])
-        if kind in ("session", "fault", "session_started", "session_ended"):
-            self._sync_status(now)
+        self._sync_status(now)      # cheap: only differences are sent
 
     def _status(self, evse):
         code = evse.faults.first()
@@ -300,13 +324,15 @@ class ChargePoint16:
             "Available"
         wanted = {0: (station_status, "NoError")}
         for connector_id, evse in evses.items():
+            if evse.cp.state == "unknown" and evse.pilot_mode != "f":
+                continue    # not seen the pilot yet (boot, enable): an EV may be plugged
             wanted[connector_id] = self._status(evse)
         for connector_id in sorted(wanted):
             if self._reported.get(connector_id) != wanted[connector_id]:
                 self._reported[connector_id] = wanted[connector_id]
                 self._send_status(now, connector_id, *wanted[connector_id])
 
-    def _send_status(self, now, connector_id, status, error):
+    def _send_status(self, now, connector_id, status, error, ungated=False):
         payload = {"connectorId": connector_id, "status": status, "errorCode": error,
                    "timestamp": self.timestamp(now)}
         evse = self.station.evses.get(connector_id)
@@ -314,7 +340,7 @@ class ChargePoint16:
         if code:
             payload["vendorErrorCode"] = fault_table.VENDOR_ERROR[code] or code
             payload["info"] = code
-        self.rpc.call(now, "StatusNotification", payload)
+        self.rpc.call(now, "StatusNotification", payload, ungated=ungated)
 
     # ------------------------------------------------------------------ transactions
     def _new_tx_key(self):
@@ -497,6 +523,8 @@ class ChargePoint16:
         return {"timestamp": self.timestamp(now), "sampledValue": sampled}
 
     def _send_meter_values(self, now, evse, context, measurands, trigger=False):
+        """Transaction samples go through the journal; a triggered one is answered at once
+        (it may leave even while the boot is pending)."""
         value = self._meter_value(now, evse, context, measurands)
         if value is None:
             return
@@ -515,7 +543,7 @@ class ChargePoint16:
         else:
             if tx is not None and tx["transaction_id"] is not None:
                 payload["transactionId"] = tx["transaction_id"]
-            self.rpc.call(now, "MeterValues", payload)
+            self.rpc.call(now, "MeterValues", payload, ungated=trigger)
 
     def _arm_sampling(self, now, connector_id):
         interval = self.config.get("MeterValueSampleInterval")
@@ -595,11 +623,11 @@ class ChargePoint16:
         if self.online and self.boot == "accepted":
             self._send_heartbeat(now)
 
-    def _send_heartbeat(self, now):
+    def _send_heartbeat(self, now, ungated=False):
         def answered(now, payload, error):
             if error is None:
                 self._set_clock(now, payload.get("currentTime"))
-        self.rpc.call(now, "Heartbeat", {}, answered)
+        self.rpc.call(now, "Heartbeat", {}, answered, ungated=ungated)
 
     def _set_clock(self, now, current_time):
         if current_time:
@@ -636,8 +664,8 @@ class ChargePoint16:
 
     def on_RemoteStartTransaction(self, now, payload):
         connector_id = payload.get("connectorId")
-        if connector_id == 0:
-            return {"status": "Rejected"}
+        if connector_id == 0 or self.boot != "accepted":
+            return {"status": "Rejected"}       # OCPP 1.6 §4.2.1: not while Pending
         tag = payload["idTag"]
         if connector_id is not None:
             evse = self._connector(connector_id)
@@ -657,6 +685,8 @@ class ChargePoint16:
         return {"status": "Accepted"}
 
     def on_RemoteStopTransaction(self, now, payload):
+        if self.boot != "accepted":
+            return {"status": "Rejected"}
         for connector_id, tx in self._tx.items():
             if tx["transaction_id"] == payload["transactionId"]:
                 self.station.evses[connector_id].stop(now, "remote")
@@ -669,6 +699,7 @@ class ChargePoint16:
             return {"status": "NotSupported"}
         if evse.session_active:
             evse.stop(now, "unlock_command")
+        # the lock opens as soon as the contactor is open (EVerest: a force-unlock flag)
         return {"status": "Unlocked" if evse.unlock(now) else "UnlockFailed"}
 
     def on_ChangeAvailability(self, now, payload):
@@ -730,7 +761,7 @@ class ChargePoint16:
         if requested == "BootNotification":
             self._send_boot(now)
         elif requested == "Heartbeat":
-            self._send_heartbeat(now)
+            self._send_heartbeat(now, ungated=True)
         elif requested == "StatusNotification":
             targets = [connector_id] if connector_id is not None else \
                 [0] + sorted(self.station.evses)
@@ -738,7 +769,7 @@ class ChargePoint16:
                 evse = self._connector(target)
                 status = self._status(evse) if evse is not None else self._reported.get(
                     0, ("Available", "NoError"))
-                self._send_status(now, target, *status)
+                self._send_status(now, target, status[0], status[1], ungated=True)
         elif requested == "MeterValues":
             evses = [self._connector(connector_id)] if connector_id else \
                 list(self.station.evses.values())
@@ -747,7 +778,7 @@ class ChargePoint16:
                                         self.config.get("MeterValuesSampledData"),
                                         trigger=True)
         else:   # DiagnosticsStatusNotification / FirmwareStatusNotification: nothing running
-            self.rpc.call(now, requested, {"status": "Idle"})
+            self.rpc.call(now, requested, {"status": "Idle"}, ungated=True)
 
 
 HANDLERS = {

@@ -63,14 +63,15 @@ def _message_id(frame):
 
 
 class _Pending:
-    __slots__ = ("unique_id", "action", "payload", "callback", "deadline")
+    __slots__ = ("unique_id", "action", "payload", "callback", "deadline", "ungated")
 
-    def __init__(self, unique_id, action, payload, callback):
+    def __init__(self, unique_id, action, payload, callback, ungated):
         self.unique_id = unique_id
         self.action = action
         self.payload = payload
         self.callback = callback
         self.deadline = None
+        self.ungated = ungated
 
 
 class Rpc:
@@ -120,9 +121,10 @@ class Rpc:
         self._counter += 1
         return "%s%d" % (self.id_prefix, self._counter)
 
-    def call(self, now, action, payload, callback=None):
-        """Queue a CALL; returns its message id."""
-        pending = _Pending(self.new_id(), action, payload, callback)
+    def call(self, now, action, payload, callback=None, ungated=False):
+        """Queue a CALL; returns its message id. `ungated` CALLs pass the gate (a message
+        the CSMS itself triggered may leave while the boot is still pending)."""
+        pending = _Pending(self.new_id(), action, payload, callback, ungated)
         self._queue.append(pending)
         self._send_next(now)
         return pending.unique_id
@@ -130,10 +132,14 @@ class Rpc:
     def _send_next(self, now):
         if self._outstanding is not None or not self._queue or not self.connected:
             return
-        head = self._queue[0]
-        if self.gate is not None and not self.gate(head.action):
+        # the oldest CALL the gate lets through; the ones it holds keep their order
+        for index in range(len(self._queue)):
+            head = self._queue[index]
+            if head.ungated or self.gate is None or self.gate(head.action):
+                break
+        else:
             return
-        self._queue.pop(0)
+        self._queue.pop(index)
         if self.validator is not None:
             # our own CALL failing the schema is our bug: say so, do not send it
             try:

@@ -45,6 +45,7 @@ class Connection:
         self.ws = None
         self.offline_until = None      # simulated network loss (scenario csms_offline)
         self._wake = asyncio.Event()
+        self._sleep_until = None
         self._running = False
         self.connects = 0
 
@@ -59,8 +60,13 @@ class Connection:
         self._wake.set()
 
     def frames_waiting(self):
-        """Agent hook (end of every service pass): station events may have made frames."""
+        """Agent hook (end of every service pass): station events may have made frames, or
+        armed a timer earlier than the one the timer loop sleeps towards."""
         if self.cp.rpc.has_frames():
+            self._wake.set()
+            return
+        deadline = self.cp.next_deadline()
+        if deadline is not None and (self._sleep_until is None or deadline < self._sleep_until):
             self._wake.set()
 
     def _flush(self):
@@ -91,9 +97,11 @@ class Connection:
 
     # ------------------------------------------------------------------ the loop
     def _headers(self):
-        if self.auth_key is None:
+        # the AuthorizationKey the CSMS set (ChangeConfiguration) wins over the start-up one
+        key = self.cp.config.get("AuthorizationKey") or self.auth_key
+        if key is None:
             return None
-        token = base64.b64encode(("%s:%s" % (self.charge_point_id, self.auth_key)).encode())
+        token = base64.b64encode(("%s:%s" % (self.charge_point_id, key)).encode())
         return {"Authorization": "Basic " + token.decode()}
 
     def _ssl(self):
@@ -167,6 +175,7 @@ class Connection:
             self.cp.poll(now)
             self._flush()
             deadline = self.cp.next_deadline()
+            self._sleep_until = deadline
             self._wake.clear()
             timeout = None if deadline is None else max(0, deadline - now) / 1000
             try:

@@ -6,6 +6,7 @@ on the world (the car, the faults) or on the station (a swipe, a limit), `expect
 `wait_for` read subjects from the agent and the world. Time is virtual unless `realtime`.
 """
 import asyncio
+import datetime
 import os
 import time
 
@@ -198,7 +199,12 @@ class Simulation:
         """Execute the steps; returns True if every expectation held."""
         if self.ocpp is not None and self.ocpp.url is None:
             from simulator.csms import LocalCsms
-            self.csms = await LocalCsms().start()
+            # the local CSMS's clock runs with the simulation's (virtual) time, so its
+            # currentTime answers do not pull the charger's clock back and forth
+            loop = asyncio.get_running_loop()
+            wall_at_zero = time.time() - loop.time()
+            self.csms = await LocalCsms(clock=lambda: datetime.datetime.fromtimestamp(
+                wall_at_zero + loop.time(), datetime.timezone.utc)).start()
             self.ocpp.url = self.csms.url
         if self.ocpp is not None and self.ocpp.charge_point_id is None:
             self.ocpp.charge_point_id = self.board.get("station", {}).get("serial", "SIM-0001")
