@@ -326,6 +326,11 @@ class SafetyMachine(RuleBasedStateMachine):
         self.evse.set_available(self.now, available)
         self._settle()
 
+    @rule(keep=st.booleans())
+    def session_outlives_unplug(self, keep):
+        """OCPP StopTransactionOnEVSideDisconnect = false keeps the session over an unplug."""
+        self.evse.stop_on_ev_disconnect = not keep
+
     @rule()
     def operator_reset(self):
         self.evse.reset_faults(self.now)
