@@ -349,6 +349,16 @@ class _CentralSystem(_ChargePoint16):
     def on_start_transaction(self, call_unique_id, **kw):
         p = self._payload(call_unique_id)
         csms = self._csms
+        # A charger that lost power between our answer and saving it sends the very same
+        # Start again (OCPP 1.6 has no idempotency key): recognise it and give the same id,
+        # so its Stop closes the one transaction instead of leaving an orphan open.
+        for known in self._station.transactions.values():
+            if (known["connector_id"], known["id_tag"], known["meter_start"],
+                    known["timestamp"]) == (p.get("connectorId"), p.get("idTag"),
+                                            p.get("meterStart"), p.get("timestamp")):
+                known["replays"] = known.get("replays", 0) + 1
+                return call_result.StartTransaction(
+                    transaction_id=known["id"], id_tag_info=known["id_tag_info"])
         tid = csms._next_transaction_id
         csms._next_transaction_id += 1
         info = csms._id_tag_info(p.get("idTag"))
