@@ -194,3 +194,13 @@ class Connection:
         self._wake.set()
         if self.ws is not None:
             asyncio.ensure_future(self.ws.close())
+
+    async def close(self):
+        """Stop reconnecting and close the WebSocket with a normal closure (1000)."""
+        self._running = False
+        self._wake.set()
+        if self.ws is not None:
+            try:
+                await asyncio.wait_for(self.ws.close(), 2)
+            except (asyncio.TimeoutError, ConnectionClosed, OSError):
+                pass

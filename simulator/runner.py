@@ -8,6 +8,7 @@ on the world (the car, the faults) or on the station (a swipe, a limit), `expect
 import asyncio
 import datetime
 import os
+import signal
 import time
 
 from agent.runtime import Agent
@@ -214,18 +215,33 @@ class Simulation:
         self.agent.hooks.append(self._poke)
         self._start_tasks()
         await asyncio.sleep(0)
+        loop = asyncio.get_running_loop()
+        main = asyncio.current_task()
+        # SIGTERM (a service manager stopping the charger): end the run, close cleanly
+        loop.add_signal_handler(signal.SIGTERM, self._terminate, main)
         try:
             await self._wait_booted()
             for step in steps:
                 await self.execute(step)
                 self._check_tasks()
             await self._settle_ocpp()
+        except asyncio.CancelledError:
+            if not self.terminated:
+                raise
+            self.timeline.note("SIGTERM: stopping")
         finally:
+            loop.remove_signal_handler(signal.SIGTERM)
             await self._stop_tasks()
             if self.csms is not None:
                 await self.csms.stop()
         self.timeline.summary(self.expectations)
         return all(e.held for e in self.expectations)
+
+    terminated = False
+
+    def _terminate(self, main):
+        self.terminated = True
+        main.cancel()
 
     async def _wait_booted(self, timeout_ms=30000):
         """A scenario starts on a charger that has powered up and, with OCPP, booted:
@@ -250,7 +266,7 @@ class Simulation:
     async def _stop_tasks(self):
         self.agent.stop()
         if self.connection is not None:
-            self.connection.stop()
+            await self.connection.close()
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:

@@ -65,6 +65,8 @@ def cmd_sim(args):
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return EXIT_EXPECTATION_FAILED
+    if simulation.terminated:
+        return EXIT_OK          # stopped by SIGTERM: a normal shutdown
     if args.json:
         held = [e for e in simulation.expectations if e.held]
         json.dump({"ok": ok, "board": board["name"], "scenario": args.scenario,
