@@ -394,7 +394,9 @@ class Evse:
             else:
                 self.energy_wh = energy
                 if self.session_active and self.energy_start_wh is None:
+                    # the session began before any reading: this is its start reading
                     self.energy_start_wh = energy
+                    self._event("session_energy_start", energy)
         if self.has_meter:
             self._timers["meter"] = now + self.params.meter_timeout_ms
             self._condition_gone("meter_lost")

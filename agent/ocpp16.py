@@ -127,9 +127,11 @@ class ChargePoint16:
         self._reported = {}             # connector -> (status, error) the CSMS has
         self._tx = {}                   # connector -> {"key", "transaction_id", "tag"}
         self._tx_counter = 0
+        self._deferred_start = {}       # connector -> (tag, timestamp) awaiting a reading
+        self._status_since = {}         # connector -> (status, since): MinimumStatusDuration
         self._tx_in_flight = None       # journal seq being sent
         self._requests = []
-        self._auth_cache = {}
+        self._auth_cache = self._load_auth_cache()
         self._remote_tags = {}          # tag -> connector, for AuthorizeRemoteTxRequests
         self.sent_counts = {}
         self.received_counts = {}
@@ -290,8 +292,27 @@ class ChargePoint16:
         self.rpc.call(now, "Authorize", {"idTag": tag}, answered)
 
     def _remember(self, tag, status):
-        if self.config.get("AuthorizationCacheEnabled"):
+        if self.config.get("AuthorizationCacheEnabled") and self._auth_cache.get(tag) != status:
             self._auth_cache[tag] = status
+            self._save_auth_cache()
+
+    # The cache survives a reboot (a charger that restarts while the CSMS is unreachable
+    # still knows its regular users); bounded so flash and RAM stay small.
+    AUTH_CACHE_MAX = 64
+
+    def _load_auth_cache(self):
+        raw = self.storage.read("auth_cache") if self.storage is not None else None
+        try:
+            cache = json.loads(raw) if raw else {}
+        except ValueError:
+            cache = {}
+        return cache if isinstance(cache, dict) else {}
+
+    def _save_auth_cache(self):
+        while len(self._auth_cache) > self.AUTH_CACHE_MAX:
+            del self._auth_cache[next(iter(self._auth_cache))]
+        if self.storage is not None:
+            self.storage.write("auth_cache", json.dumps(self._auth_cache).encode())
 
     # ------------------------------------------------------------------ station events
     def on_event(self, evse, event):
@@ -303,6 +324,9 @@ class ChargePoint16:
             return
         if kind == "session_started":
             self._start_transaction(now, evse, event[2])
+        elif kind == "session_energy_start" and evse.connector_id in self._deferred_start:
+            tag, timestamp = self._deferred_start.pop(evse.connector_id)
+            self._start_transaction(now, evse, tag, event[2], timestamp)
         elif kind == "session_ended":
             self._stop_transaction(now, evse, event[2])
         self._sync_status(now)      # cheap: only differences are sent
@@ -327,10 +351,24 @@ class ChargePoint16:
             if evse.cp.state == "unknown" and evse.pilot_mode != "f":
                 continue    # not seen the pilot yet (boot, enable): an EV may be plugged
             wanted[connector_id] = self._status(evse)
+        minimum = self.config.get("MinimumStatusDuration") * 1000
         for connector_id in sorted(wanted):
-            if self._reported.get(connector_id) != wanted[connector_id]:
-                self._reported[connector_id] = wanted[connector_id]
-                self._send_status(now, connector_id, *wanted[connector_id])
+            status = wanted[connector_id]
+            if self._reported.get(connector_id) == status:
+                self._status_since.pop(connector_id, None)
+                continue
+            # MinimumStatusDuration: a status that does not last this long is not reported
+            seen = self._status_since.get(connector_id)
+            if seen is None or seen[0] != status:
+                seen = self._status_since[connector_id] = (status, now)
+            if minimum and now - seen[1] < minimum:
+                due = seen[1] + minimum
+                if self._timers.get("status", due + 1) > due:
+                    self._timers["status"] = due
+                continue
+            self._status_since.pop(connector_id, None)
+            self._reported[connector_id] = status
+            self._send_status(now, connector_id, *status)
 
     def _send_status(self, now, connector_id, status, error, ungated=False):
         payload = {"connectorId": connector_id, "status": status, "errorCode": error,
@@ -347,19 +385,26 @@ class ChargePoint16:
         self._tx_counter += 1
         return "%d-%d" % (self.boot_count, self._tx_counter)
 
-    def _start_transaction(self, now, evse, tag):
+    def _start_transaction(self, now, evse, tag, meter_start=None, timestamp=None):
+        if meter_start is None:
+            meter_start = evse.energy_wh
+        if meter_start is None and evse.has_meter:
+            # no reading yet (just booted, or a slow meter): meterStart must be a reading,
+            # not a guess; the controller reports the first one (session_energy_start)
+            self._deferred_start[evse.connector_id] = (tag, self.timestamp(now))
+            return
+        timestamp = timestamp or self.timestamp(now)
+        meter_start = meter_start or 0
         key = self._new_tx_key()
-        meter_start = evse.energy_wh or 0
         # write order against kill -9: the open transaction first, then its Start (a crash
         # between the two leaves a PowerLoss Stop with no Start, which is dropped harmlessly)
         self._tx[evse.connector_id] = {"key": key, "tag": tag, "transaction_id": None,
-                                       "last_wh": meter_start,
-                                       "last_time": self.timestamp(now)}
+                                       "last_wh": meter_start, "last_time": timestamp}
         self._save_open()
         seq = self.journal.append({
             "action": "StartTransaction", "tx": key, "attempts": 0, "payload": {
                 "connectorId": evse.connector_id, "idTag": tag, "meterStart": meter_start,
-                "timestamp": self.timestamp(now)}})
+                "timestamp": timestamp}})
         if seq is None:
             # journal full (policy in agent/journal.py): refuse rather than charge unrecorded
             del self._tx[evse.connector_id]
@@ -370,6 +415,10 @@ class ChargePoint16:
         self._pump_journal(now)
 
     def _stop_transaction(self, now, evse, reason):
+        deferred = self._deferred_start.pop(evse.connector_id, None)
+        if deferred is not None:
+            # ended before the meter ever answered: start it with what is known now
+            self._start_transaction(now, evse, deferred[0], evse.energy_wh or 0, deferred[1])
         tx = self._tx.pop(evse.connector_id, None)
         self._timers.pop("sample:%d" % evse.connector_id, None)
         if tx is None:
@@ -636,6 +685,9 @@ class ChargePoint16:
             except ValueError:
                 pass
 
+    def _timer_status(self, now, name):
+        self._sync_status(now)
+
     def _timer_journal_retry(self, now, name):
         self._pump_journal(now)
 
@@ -739,6 +791,7 @@ class ChargePoint16:
 
     def on_ClearCache(self, now, payload):
         self._auth_cache = {}
+        self._save_auth_cache()
         return {"status": "Accepted"}
 
     def on_DataTransfer(self, now, payload):

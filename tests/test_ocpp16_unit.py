@@ -1,0 +1,121 @@
+"""ChargePoint16 driven directly (sans-I/O, no sockets): the frames it produces for events."""
+import json
+
+from agent.config import Config
+from agent.evse import Evse
+from agent.journal import Journal
+from agent.ocpp16 import ChargePoint16
+from agent.params import Params
+from agent.rpc import Rpc
+from agent.station import LocalAuthorizer, Station
+from hal.interfaces import MeterSample
+from hal.storage_fs import MemoryStorage
+
+
+class Bench:
+    """A booted charge point on one connector; `answer()` plays a CSMS that says yes."""
+
+    def __init__(self, storage=None):
+        self.storage = storage or MemoryStorage()
+        self.evse = Evse(Params())
+        self.evse.cp.state = "A"          # the pilot has been seen: statuses are reported
+        self.station = Station([self.evse], LocalAuthorizer("list", ["T"]))
+        self.config = Config(self.storage)
+        self.cp = ChargePoint16(self.station, self.config, Journal(self.storage),
+                                storage=self.storage, identity={"vendor": "v", "model": "m"},
+                                wall_ms=1700000000000)
+        self.cp.attach(Rpc(None))
+        self.sent = []
+        self.cp.connection_made(0)
+        self.answer(0)                    # BootNotification accepted
+
+    def frames(self):
+        out = [json.loads(frame) for frame in self.cp.take_frames()]
+        self.sent.extend(out)
+        return out
+
+    def answer(self, now, transaction_id=7):
+        """Answer every CALL the charge point sends until it stops sending."""
+        for _ in range(50):
+            calls = [f for f in self.frames() if f[0] == 2]
+            if not calls:
+                return
+            for call in calls:
+                result = {"BootNotification": {"status": "Accepted", "interval": 300,
+                                               "currentTime": "2024-01-01T00:00:00Z"},
+                          "StartTransaction": {"transactionId": transaction_id,
+                                               "idTagInfo": {"status": "Accepted"}},
+                          "Authorize": {"idTagInfo": {"status": "Accepted"}},
+                          "Heartbeat": {"currentTime": "2024-01-01T00:00:00Z"}}.get(call[2], {})
+                self.cp.receive(now, json.dumps([3, call[1], result]))
+
+    def actions(self, action):
+        return [f[3] for f in self.sent if f[0] == 2 and f[2] == action]
+
+
+def test_start_waits_for_the_first_meter_reading():
+    bench = Bench()
+    evse = bench.evse
+    assert evse.energy_wh is None
+    evse.session_active = True
+    bench.cp.on_event(evse, (100, "session_started", "T"))
+    bench.answer(100)
+    assert bench.actions("StartTransaction") == []        # no reading: no guessed meterStart
+    evse.meter_sample(900, MeterSample(energy_import_wh=4242, current_ma=(0, 0, 0)))
+    for event in evse.take_events():
+        bench.cp.on_event(evse, event)
+    bench.answer(900)
+    (start,) = bench.actions("StartTransaction")
+    assert start["meterStart"] == 4242
+    assert start["timestamp"] == "2024-01-01T00:00:00.100Z"   # when the session began
+
+
+def test_session_ended_before_any_reading_still_starts_and_stops():
+    bench = Bench()
+    evse = bench.evse
+    bench.cp.on_event(evse, (100, "session_started", "T"))
+    evse.energy_stop_wh = None
+    bench.cp.on_event(evse, (500, "session_ended", "local", 0))
+    bench.answer(500)
+    assert [s["meterStart"] for s in bench.actions("StartTransaction")] == [0]
+    assert [s["reason"] for s in bench.actions("StopTransaction")] == ["Local"]
+
+
+def test_authorization_cache_survives_a_reboot_and_clear_cache_empties_it():
+    storage = MemoryStorage()
+    bench = Bench(storage)
+    bench.config.change("AuthorizationCacheEnabled", "true")
+    bench.cp._remember("TAG1", "Accepted")
+    rebooted = Bench(storage)
+    assert rebooted.cp._auth_cache == {"TAG1": "Accepted"}
+    rebooted.cp.connection_lost(10)
+    # offline with LocalAuthorizeOffline (default true): the cached tag is accepted
+    assert rebooted.cp.check(20, "TAG1") == "Accepted"
+    assert rebooted.cp.check(20, "OTHER") == "Invalid"
+    assert rebooted.cp.on_ClearCache(30, {}) == {"status": "Accepted"}
+    assert Bench(storage).cp._auth_cache == {}
+
+
+def test_minimum_status_duration_skips_short_statuses():
+    bench = Bench()
+    bench.config.change("MinimumStatusDuration", "5")
+    bench.answer(0)
+    before = len(bench.actions("StatusNotification"))
+    evse = bench.evse
+    # a status that lasts 2 s is never reported; one that lasts 5 s is, once
+    evse.state = "faulted"
+    bench.cp.on_event(evse, (1000, "session", "faulted"))
+    evse.state = "idle"
+    bench.cp.on_event(evse, (3000, "session", "idle"))
+    bench.cp.poll(7000)
+    bench.answer(7000)
+    assert len(bench.actions("StatusNotification")) == before
+    evse.state = "unavailable"
+    bench.cp.on_event(evse, (8000, "session", "unavailable"))
+    bench.cp.poll(12999)
+    bench.answer(12999)
+    assert len(bench.actions("StatusNotification")) == before
+    bench.cp.poll(13000)
+    bench.answer(13000)
+    statuses = [s["status"] for s in bench.actions("StatusNotification")[before:]]
+    assert statuses == ["Unavailable"]
