@@ -68,6 +68,10 @@ from ocpp.v16.enums import Action
 from websockets.asyncio.server import basic_auth, serve
 from websockets.exceptions import ConnectionClosed
 
+# one CallError for the whole project: raise it from an `override` to answer a CP's CALL
+# with CALLERROR; CallErrorReceived is what a CSMS command raises when the CP answers one
+from agent.rpc import CallError  # noqa: E402
+
 ocpp.messages.ASYNC_VALIDATION = False     # inline validation: 2x faster (spec/libraries.md §1)
 
 SUBPROTOCOL = "ocpp1.6"
@@ -88,14 +92,8 @@ NO_REPLY = object()
 """Return this from an `override` to leave the CALL unanswered (the CP sees a timeout)."""
 
 
-class CallErrorReceived(Exception):
+class CallErrorReceived(CallError):
     """The charge point answered a CSMS CALL with CALLERROR."""
-
-    def __init__(self, code, description="", details=None):
-        super().__init__("%s: %s" % (code, description))
-        self.code = code
-        self.description = description
-        self.details = details if details is not None else {}
 
 
 class InvalidResponse(Exception):
@@ -111,16 +109,6 @@ class InvalidResponse(Exception):
 
 class NotConnected(ConnectionError):
     """The charge point is not connected (or its connection closed before it answered)."""
-
-
-class CallError(Exception):
-    """Raise from an `override` to answer the charge point's CALL with a CALLERROR."""
-
-    def __init__(self, code, description="", details=None):
-        super().__init__("%s: %s" % (code, description))
-        self.code = code
-        self.description = description
-        self.details = details if details is not None else {}
 
 
 def _compact(obj):

@@ -4,22 +4,10 @@ import os
 
 from agent.journal import KEEP, METER, OTHER, START, Journal, crc32, record_kind
 from hal.storage_fs import FileStorage, MemoryStorage
-
-
-def make_dir():
-    try:
-        import tempfile
-    except ImportError:             # MicroPython: no tempfile module
-        path = "/tmp/evse-test-" + os.urandom(6).hex()
-        os.mkdir(path)
-        return path
-    return tempfile.mkdtemp(prefix="evse-test-")
-
-
-def remove_tree(path):
-    for entry in os.listdir(path):
-        os.remove(path + "/" + entry)
-    os.rmdir(path)
+try:
+    from portable.tempdir import make_dir, remove_tree
+except ImportError:          # tests/mp_run.py puts tests/portable itself on sys.path
+    from tempdir import make_dir, remove_tree
 
 
 def both(test):

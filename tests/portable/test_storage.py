@@ -3,26 +3,10 @@ import os
 
 from hal.interfaces import Storage
 from hal.storage_fs import FileStorage, MemoryStorage
-
-
-def make_dir():
-    try:
-        import tempfile
-    except ImportError:             # MicroPython: no tempfile module
-        path = "/tmp/evse-test-" + os.urandom(6).hex()
-        os.mkdir(path)
-        return path
-    return tempfile.mkdtemp(prefix="evse-test-")
-
-
-def remove_tree(path):
-    for entry in os.listdir(path):
-        child = path + "/" + entry
-        try:
-            os.remove(child)
-        except OSError:
-            remove_tree(child)
-    os.rmdir(path)
+try:
+    from portable.tempdir import make_dir, remove_tree
+except ImportError:          # tests/mp_run.py puts tests/portable itself on sys.path
+    from tempdir import make_dir, remove_tree
 
 
 def raises(exc_type, fn, *args):
