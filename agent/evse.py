@@ -846,6 +846,9 @@ class Evse:
         if letter not in ("C", "D") or (letter == "D" and not self.ventilation):
             return False
         if self.pilot_mode == PWM:
+            if not self.contactor_closed and self.socket and self.has_lock_feedback and \
+                    not self.lock_feedback_locked:
+                return False    # a socket is live only with its plug locked (EVerest policy)
             # close only on a settled pilot: a reading still in its debounce may be the EV
             # leaving C, and must not meet a contactor that closes in the meantime
             return self.state == "charging" and (self.contactor_closed or self.reader.settled())

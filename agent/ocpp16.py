@@ -729,7 +729,10 @@ class ChargePoint16:
             if not free:
                 return {"status": "Rejected"}
             connector_id = free[0].connector_id
-        if self.config.get("AuthorizeRemoteTxRequests"):
+        cached = self.config.get("AuthorizationCacheEnabled") and \
+            self.config.get("LocalPreAuthorize") and self._auth_cache.get(tag) == "Accepted"
+        if self.config.get("AuthorizeRemoteTxRequests") and not cached:
+            # OCPP 1.6 §5.11: authorize as for a local start (a cached tag needs no Authorize)
             self._remote_tags[tag] = connector_id
             self._send_authorize(now, tag)
         else:
