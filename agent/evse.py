@@ -252,6 +252,7 @@ class Evse:
         self._operator_reset = False
         self.force_unlocked = False
         self.stop_on_ev_disconnect = True      # OCPP StopTransactionOnEVSideDisconnect
+        self.stop_tag = None                   # who stopped the session, if not its own tag
         self._timers = {}
         self._commands = []
         self._events = []
@@ -611,6 +612,7 @@ class Evse:
         self.pending_tag = None
         self._timers.pop("connection", None)
         self.session_active = True
+        self.stop_tag = None
         self.force_unlocked = False
         self.session_ended_plugged = False
         self.session_tag = tag

@@ -291,6 +291,24 @@ class ChargePoint16:
             self.station.token_result(now, tag, status, connector)
         self.rpc.call(now, "Authorize", {"idTag": tag}, answered)
 
+    def check_stop(self, now, tag, evse):
+        """May `tag` stop the session on `evse`? Only a tag of the same group (its Authorize
+        answer carries the parentIdTag the transaction started with, OCPP 1.6 §4.10)."""
+        tx = self._tx.get(evse.connector_id)
+        if tx is None or tx.get("parent") is None or not self.online:
+            return REJECTED
+
+        def answered(now, payload, error):
+            if error is None:
+                info = payload["idTagInfo"]
+                self._remember(tag, info["status"])
+                current = self._tx.get(evse.connector_id)
+                if info["status"] == "Accepted" and current is tx and \
+                        info.get("parentIdTag") == tx["parent"]:
+                    self.station.stop_by_token(now, tag, evse.connector_id)
+        self.rpc.call(now, "Authorize", {"idTag": tag}, answered)
+        return PENDING
+
     def _remember(self, tag, status):
         if self.config.get("AuthorizationCacheEnabled") and self._auth_cache.get(tag) != status:
             self._auth_cache[tag] = status
@@ -425,7 +443,8 @@ class ChargePoint16:
             return
         meter_stop = evse.energy_stop_wh if evse.energy_stop_wh is not None else tx["last_wh"]
         payload = {"meterStop": meter_stop, "timestamp": self.timestamp(now),
-                   "reason": STOP_REASON.get(reason, "Other"), "idTag": tx["tag"]}
+                   "reason": STOP_REASON.get(reason, "Other"),
+                   "idTag": evse.stop_tag or tx["tag"]}
         data = self._meter_value(now, evse, "Transaction.End",
                                  self.config.get("StopTxnSampledData"))
         if data is not None:
@@ -521,6 +540,7 @@ class ChargePoint16:
             for connector_id, tx in self._tx.items():
                 if tx["key"] == record["tx"]:
                     tx["transaction_id"] = transaction_id
+                    tx["parent"] = result["idTagInfo"].get("parentIdTag")
                     self._save_open()
             status = result["idTagInfo"]["status"]
             self._remember(record["payload"]["idTag"], status)

@@ -60,7 +60,18 @@ class Station:
                 return
         target = self._target_for_token(connector_id)
         if target is None:
-            self._events.append((now, "token", tag, "ignored", connector_id))
+            # another tag at a busy connector may stop it if the authorizer says it belongs
+            # to the same group (OCPP parentIdTag); a local authorizer has no groups
+            session = self._session_for_stop(connector_id)
+            check_stop = getattr(self.authorizer, "check_stop", None)
+            if session is None or check_stop is None:
+                self._events.append((now, "token", tag, "ignored", connector_id))
+                return
+            status = check_stop(now, tag, session)
+            self._events.append((now, "token", tag, "stop " + status.lower(),
+                                 session.connector_id))
+            if status == ACCEPTED:
+                self.stop_by_token(now, tag, session.connector_id)
             return
         status = self.authorizer.check(now, tag)
         if status == PENDING:
@@ -84,6 +95,20 @@ class Station:
 
     def stop(self, now, connector_id, reason):
         self.connector(connector_id).stop(now, reason)
+
+    def stop_by_token(self, now, tag, connector_id):
+        """A tag other than the starting one ends the session (same group)."""
+        evse = self.connector(connector_id)
+        if evse.session_active:
+            evse.stop_tag = tag
+            evse.stop(now, "local")
+
+    def _session_for_stop(self, connector_id):
+        for evse in self.evses.values():
+            if evse.session_active and (connector_id is None or
+                                        evse.connector_id == connector_id):
+                return evse
+        return None
 
     def set_available(self, now, connector_id, available):
         """connector_id 0 = the whole station."""

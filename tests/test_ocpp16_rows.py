@@ -596,7 +596,6 @@ def test_ev_side_disconnect_without_stop_keeps_cable_locked_and_remote_stop_fini
     assert last_status(csms, 1) == "Available"
 
 
-@pytest.mark.xfail(strict=True, reason="known gap: parentIdTag (group) stop not implemented: another tag of the same group is ignored")
 def test_other_tag_with_same_parent_id_tag_stops_the_transaction():
     """E11 test_stop_transaction_parent_id_tag / TC_069_CS, OCPP 1.6 ed.2 'Stop Transaction'
     and IdTagInfo.parentIdTag (a transaction may be stopped by another idTag whose Authorize
