@@ -97,6 +97,9 @@ SESSION_MACHINE = Machine(
     ("idle", "authorizing", "ready", "charging", "suspended_ev", "suspended_evse",
      "finishing", "faulted", "unavailable"),
     (
+        # the EV was plugged through a power cut that ended its transaction (PowerLoss):
+        # its session is over, the cable is still in (OCTT TC_032_2: Finishing)
+        ("idle", "plug", "finishing", "ended_before_reboot", "finish_recovered"),
         ("idle", "plug", "ready", "pre_authorized", "start_session"),
         ("idle", "plug", "authorizing", None, None),
         ("idle", "authorize", None, None, "remember_authorization"),
@@ -253,6 +256,7 @@ class Evse:
         self.force_unlocked = False
         self.stop_on_ev_disconnect = True      # OCPP StopTransactionOnEVSideDisconnect
         self.stop_tag = None                   # who stopped the session, if not its own tag
+        self.ended_before_reboot = False       # set at boot for a transaction cut by power loss
         self._timers = {}
         self._commands = []
         self._events = []
@@ -565,6 +569,8 @@ class Evse:
 
     def _ev_presence(self, plugged, requesting):
         """Turn CP levels into session edges; repeated levels (after F) emit nothing."""
+        if not plugged:
+            self.ended_before_reboot = False    # the EV left during the power cut
         if plugged and not self.plugged:
             self.plugged = True
             if self.socket:
@@ -600,6 +606,10 @@ class Evse:
             self._event("session", self.state)
 
     # ---------------------------------------------------------------- session actions
+    def finish_recovered(self, _):
+        self.ended_before_reboot = False
+        self.session_ended_plugged = True
+
     def remember_authorization(self, tag):
         self.pending_tag = tag
         self._timers["connection"] = self.now + self.params.connection_timeout_ms

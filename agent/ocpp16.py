@@ -480,9 +480,12 @@ class ChargePoint16:
         pending_stops = set(r.get("tx") for _, r in self.journal.pending()
                             if r["action"] == "StopTransaction")
         for key in sorted(state):
+            last = state[key]
+            evse = self.station.evses.get(last.get("connector"))
+            if evse is not None:
+                evse.ended_before_reboot = True
             if key in pending_stops:
                 continue
-            last = state[key]
             self.journal.append({"action": "StopTransaction", "tx": key, "attempts": 0,
                                  "transaction_id": last["transaction_id"],
                                  "payload": {"meterStop": last["wh"],
