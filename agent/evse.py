@@ -256,6 +256,7 @@ class Evse:
         self.force_unlocked = False
         self.stop_on_ev_disconnect = True      # OCPP StopTransactionOnEVSideDisconnect
         self.stop_tag = None                   # who stopped the session, if not its own tag
+        self.start_reported = False            # session_started sent (after the lock locked)
         self.ended_before_reboot = False       # set at boot for a transaction cut by power loss
         self._timers = {}
         self._commands = []
@@ -357,6 +358,9 @@ class Evse:
     def lock_feedback(self, now, locked):
         self.now = now
         self.lock_feedback_locked = bool(locked)
+        if locked and self.session_active and not self.start_reported:
+            self.start_reported = True
+            self._event("session_started", self.session_tag)
         if self.lock_feedback_locked == self.locked:
             self._timers.pop("lock_feedback", None)
             self._condition_gone("lock_failure")
@@ -493,8 +497,8 @@ class Evse:
         """Operator unlock (OCPP UnlockConnector): refused during a session; otherwise the
         lock opens now, or as soon as the contactor is open. Returns True if accepted."""
         self.now = now
-        if self.session_active:
-            return False
+        if self.session_active or "lock_failure" in self.faults:
+            return False        # a jammed lock cannot be reported as unlocked (TC_030)
         # takes effect once nothing is live: _lock_wanted keeps a live plug locked
         self.force_unlocked = True
         self._step(now)
@@ -631,7 +635,12 @@ class Evse:
         self.energy_stop_wh = None
         self.has_charged = False
         self.wakeup_done = False
-        self._event("session_started", tag)
+        # A socket with lock feedback starts the session (for OCPP: the transaction) only
+        # once the plug is locked; a jammed lock is a lock fault, not a transaction (TC_024).
+        self.start_reported = not (self.socket and self.has_lock_feedback
+                                   and not self.lock_feedback_locked)
+        if self.start_reported:
+            self._event("session_started", tag)
 
     def end_session(self, reason):
         self._close_session(reason or STOP_LOCAL)

@@ -1167,7 +1167,6 @@ def test_unlock_connector_fixed_cable_not_supported(with_session):
     assert last_status(run.csms, 1) == ("Charging" if with_session else "Preparing")
 
 
-@pytest.mark.xfail(strict=True, reason="known gap: UnlockConnector answers before the lock feedback confirms; StartTransaction is not held back by a failed lock")
 def test_unlock_connector_reports_unlock_failed_when_the_lock_does_not_open():
     """TC_030_CS (Unlock connector - unlock failure), OCPP 1.6 §7 UnlockStatus (Unlocked:
     'Connector has successfully been unlocked'; UnlockFailed: 'Failed to unlock the
@@ -1195,7 +1194,6 @@ def test_unlock_connector_reports_unlock_failed_when_the_lock_does_not_open():
         "UnlockConnector answered %r with the lock still locked" % run.result
 
 
-@pytest.mark.xfail(strict=True, reason="known gap: a lock failure at start is reported (Faulted, ConnectorLockFailure) but StartTransaction was already sent at authorization")
 def test_lock_failure_at_start_reports_connector_lock_failure_and_no_transaction():
     """TC_024_CS (Start charging session - lock failure: StatusNotification Faulted with
     errorCode ConnectorLockFailure, no StartTransaction), fault table (lock_failure ->
