@@ -14,7 +14,6 @@ Layers:
 - Outputs (`_update_outputs`): pilot mode/duty, contactor and lock are *derived* from the two
   states, the faults and the timers in one place, so the safety rule reads in a few lines.
 """
-from agent import faults as fault_table
 from agent.faults import FaultSet
 from agent.fsm import ANY, Machine
 from agent.pilot import MAX_CURRENT_MA, PilotReader, duty_for_current, offer_for_current
@@ -890,8 +889,3 @@ class Evse:
     # ---------------------------------------------------------------- events
     def _event(self, kind, *data):
         self._events.append((self.now, kind) + data)
-
-
-def fault_ocpp16(code):
-    """(errorCode, vendorErrorCode) of OCPP 1.6 StatusNotification for a fault code."""
-    return fault_table.OCPP16_ERROR[code], fault_table.VENDOR_ERROR[code]

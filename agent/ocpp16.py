@@ -136,6 +136,7 @@ class ChargePoint16:
         self.sent_counts = {}
         self.received_counts = {}
         self._recover()
+        self._restore_availability()
         config.on_change.append(self._config_changed)
         for key in ("ConnectionTimeOut", "StopTransactionOnEVSideDisconnect"):
             self._config_changed(key, config.get(key))
@@ -795,11 +796,22 @@ class ChargePoint16:
     def _persist_availability(self):
         if self.storage is None:
             return
-        import json
         state = {}
         for connector_id, evse in self.station.evses.items():
             state[str(connector_id)] = not evse.disabled
         self.storage.write("availability", json.dumps(state).encode())
+
+    def _restore_availability(self):
+        """ChangeAvailability survives a reboot (OCPP 1.6: Unavailable is persistent)."""
+        raw = self.storage.read("availability") if self.storage is not None else None
+        try:
+            state = json.loads(raw) if raw else {}
+        except ValueError:
+            state = {}
+        for connector_id, available in state.items():
+            evse = self.station.evses.get(int(connector_id))
+            if evse is not None and not available:
+                evse.set_available(self.now, False)
 
     def on_ChangeConfiguration(self, now, payload):
         return {"status": self.config.change(payload["key"], payload["value"])}

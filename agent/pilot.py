@@ -53,7 +53,6 @@ def diode_ok(low_mv):
 MIN_CURRENT_MA = const(6000)
 MAX_CURRENT_MA = const(80000)
 NO_PWM = const(0)           # duty 0 from the encoder: do not run PWM at all (X1)
-DIGITAL_DUTY = const(50)    # 5 %: high-level communication required
 
 
 def duty_for_current(current_ma):

@@ -153,20 +153,6 @@ class Simulation:
             self.cp, self.agent, options.url, options.charge_point_id, options.version,
             auth_key=options.auth_key, cafile=options.cafile, log=self.timeline.note)
         self.agent.hooks.append(self.connection.frames_waiting)
-        self._restore_availability(station)
-
-    def _restore_availability(self, station):
-        raw = self.storage.read("availability")
-        if not raw:
-            return
-        try:
-            import json
-            state = json.loads(raw)
-        except ValueError:
-            return
-        for connector_id, available in state.items():
-            if not available and int(connector_id) in station.evses:
-                station.evses[int(connector_id)].set_available(0, False)
 
     def evse(self, connector_id):
         return self.agent.station.evses[connector_id]

@@ -15,7 +15,7 @@ import random
 
 from hal import interfaces as hal
 from simulator import electrics
-from simulator.ev import NOMINAL_VOLTAGE_DV, Ev
+from simulator.ev import NOMINAL_VOLTAGE_DV
 
 RCD_AC_TRIP_MA = 30        # type A RCD rated residual current
 RCD_DC_TRIP_MA = 6         # IEC 62955 RDC-DD
