@@ -328,3 +328,18 @@ def test_realtime_stamps_are_wall_clock_utc(realtime_run):
     offset = (offset + 43200) % 86400 - 43200           # across midnight
     assert -1 <= offset <= elapsed + 1, "first stamp %s, run started %s UTC" % (
         first, started_utc.strftime("%H:%M:%S.%f")[:12])
+
+
+@pytest.mark.parametrize("options, message", [
+    (["--csms", "notaurl"], "--csms notaurl: expected ws://"),
+    (["--csms", "http://127.0.0.1/ocpp"], "expected ws://"),
+    (["--auth-key", "short"], "--auth-key: an AuthorizationKey is 32-40 hex digits"),
+    (["--csms", "wss://127.0.0.1/ocpp", "--ca", "/no/such/ca.pem"], "--ca /no/such/ca.pem: no such file"),
+    (["--csms", "ws://127.0.0.1/ocpp", "--ca", "README.md"], "--ca needs a wss:// CSMS URL"),
+])
+def test_impossible_ocpp_options_exit_2_before_anything_runs(tmp_path, options, message):
+    path = write(tmp_path, "w.scn", "wait 1s\n")
+    result = evse("sim", "--scenario", path, *options)
+    assert result.returncode == 2
+    assert message in result.stderr
+    assert result.stdout == ""

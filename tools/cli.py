@@ -49,6 +49,10 @@ def cmd_sim(args):
         return EXIT_BAD_INPUT
     ocpp = None
     if not args.no_ocpp:
+        problem = _ocpp_option_problem(args)
+        if problem:
+            print("evse sim: %s" % problem, file=sys.stderr)
+            return EXIT_BAD_INPUT
         if args.ocpp != "1.6":
             print("evse sim: OCPP %s is not implemented yet (1.6 is)" % args.ocpp,
                   file=sys.stderr)
@@ -79,6 +83,25 @@ def cmd_sim(args):
             timeline.stamp(simulation.now_ms()) if not realtime else "run",
             simulation.wall_seconds))
     return EXIT_OK if ok else EXIT_EXPECTATION_FAILED
+
+
+def _ocpp_option_problem(args):
+    """A clear error for OCPP options that could never work, before anything runs."""
+    from urllib.parse import urlsplit
+    from agent.config import ACCEPTED, Config
+    if args.csms is not None:
+        url = urlsplit(args.csms.replace("{id}", "ID"))
+        if url.scheme not in ("ws", "wss") or not url.hostname:
+            return "--csms %s: expected ws://HOST[:PORT]/PATH or wss://..." % args.csms
+        if args.ca and url.scheme != "wss":
+            return "--ca needs a wss:// CSMS URL (TLS, security profile 2)"
+    if args.ca and not os.path.isfile(args.ca):
+        return "--ca %s: no such file" % args.ca
+    if args.auth_key is not None and \
+            Config().change("AuthorizationKey", args.auth_key) != ACCEPTED:
+        return ("--auth-key: an AuthorizationKey is 32-40 hex digits (16-20 bytes, "
+                "OCPP 1.6 security whitepaper)")
+    return None
 
 
 def cmd_demo(args):
