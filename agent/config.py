@@ -12,14 +12,24 @@ persistence (portable: the same file runs on the MCU).
   GetConfiguration.conf; more than `max_keys` keys raises ValueError (the caller answers it
   with a CALLERROR before calling).
 - `set_from_csms(name, value)` -> bool: a value the CSMS sets indirectly (BootNotification.conf
-  interval -> HeartbeatInterval), or the agent on its behalf (falling back to the previous
-  SecurityProfile after a failed reconnect, Security Whitepaper §2). Type and range are
-  checked; the only-raise rule of SecurityProfile is not.
+  interval -> HeartbeatInterval). Type and range are checked; the only-raise rule of
+  SecurityProfile is not.
+- `provision(name, value)` -> bool: a value the installer gave outside OCPP, which the shell
+  learns at start (its --auth-key; the SecurityProfile its URL and key amount to). Like a
+  board default it is not stored and a value the CSMS stored wins, except a stored
+  SecurityProfile below the provisioned one, which is dropped (a profile only goes up).
 - `on_change`: callables `(key, value)` run after every Accepted change and every
   set_from_csms, even when the value did not change (re-arming a timer is harmless);
   not after Rejected/NotSupported, nor after RebootRequired (the value applies at boot).
 - `security_check`: None or a callable `(profile) -> bool` saying whether the prerequisites of
-  a higher SecurityProfile are in place (CA/client certificates: not this module's business).
+  a higher SecurityProfile are in place (CA/client certificates: the transport's business).
+- A raised SecurityProfile is on trial until the shell connects with it (Security Whitepaper
+  ed.3 A05.FR.07/08): `profile_to_try(failures)` -> the profile for the next connection
+  attempt after that many failed ones in a row (after PROFILE_TRIAL_ATTEMPTS failures, every
+  other attempt uses the previous profile); `connected_with(profile)` -> True if that
+  connection undid the raise (it used the previous profile, now stored again, with no
+  on_change: the connection already uses it), False otherwise (the raise is kept for good,
+  A05.FR.09). The trial lives in RAM: after a reboot the raised profile is simply in use.
 - `warnings`: what was ignored (a corrupt stored document, a failed write); the last 8.
 
 Key names are CiString50 in OCPP, so lookups ignore case; answers use the table's spelling.
@@ -57,6 +67,12 @@ NOT_SUPPORTED = "NotSupported"
 STORAGE_NAME = "ocpp_config"
 _MAX = 2147483647        # OCPP integers are 32-bit signed
 _KEPT_WARNINGS = 8
+# Failed connection attempts with a freshly raised SecurityProfile before the previous one is
+# tried too (Security Whitepaper ed.3 A05.FR.08 "SHOULD fallback", no count given). 1
+# (libocpp) falls back if the CSMS is still restarting its endpoint with the new profile
+# (OCTT TC_083_CS does that), and the CSMS then refuses the old profile for good; 3 attempts
+# span about 7 s of back-off.
+PROFILE_TRIAL_ATTEMPTS = 3
 
 # OCPP 1.6 Measurand values (spec/standards.md §5.3)
 MEASURANDS = (
@@ -244,9 +260,11 @@ TABLE = (
     # optional, s, 0 = off, negative Rejected. 60: keeps NAT and mobile-network
     # mappings alive while HeartbeatInterval is a day, and finds a dead link within minutes
     ("WebSocketPingInterval", INT, 60, RW, False, 0, _MAX, None),
-    # Security Whitepaper ed.2: write-only Basic-auth password, not set by default
+    # Security Whitepaper ed.2: write-only Basic-auth password, not set by default (the
+    # shell may provision one). A change makes the charge point reconnect with it (A01)
     ("AuthorizationKey", STRING, None, W, False, 32, 40, _hex_key),
-    # Security Whitepaper ed.2: 0..3, may only be raised (change() enforces it)
+    # Security Whitepaper ed.2: 0..3, may only be raised (change() enforces it, A05); a
+    # raise makes the charge point reconnect with it, on trial (profile_to_try)
     ("SecurityProfile", INT, 0, RW, False, 0, 3, None),
 )
 
@@ -276,6 +294,7 @@ class Config:
         self.security_check = None
         self.warnings = []
         self._values = {}      # changed by the CSMS, persisted
+        self._trial = None     # SecurityProfile before a raise not yet connected with
         n = number_of_connectors
         self._base = {"NumberOfConnectors": n, "ConnectorPhaseRotationMaxLength": n + 1}
         defaults = defaults or {}
@@ -391,24 +410,74 @@ class Config:
             return REJECTED
         if row[0] == "SecurityProfile" and not self._may_raise(parsed):
             return REJECTED
+        previous = self._value(row)
         if not self._store(row[0], parsed):
             return REJECTED
+        if row[0] == "SecurityProfile" and self._trial is None:
+            self._trial = previous
         if row[4]:
             return REBOOT_REQUIRED
         self._notify(row[0], parsed)
         return ACCEPTED
 
     def _may_raise(self, profile):
-        # Security Whitepaper ed.2 §2: only raised, prerequisites checked first. 1 and 2 send
-        # the AuthorizationKey; 2 and 3 need certificates, which only the agent can vouch for
-        current = self.get("SecurityProfile")
-        if profile <= current:
-            return profile == current
+        # Security Whitepaper ed.3 A05.FR.01-05. Only a higher value is Accepted: an equal
+        # one is Rejected too (A05.FR.01 "lower or equal"; libocpp alike), since Accepted
+        # would mean "disconnect and reconnect" (A05.FR.06) for nothing. Prerequisites are
+        # checked before accepting rather than failing on the reconnect: 1 and 2 need an
+        # AuthorizationKey (A05.FR.02); 2 and 3 a CentralSystemRootCertificate (A05.FR.03)
+        # and 3 a ChargePointCertificate (A05.FR.04), which only the transport can vouch for
+        # (security_check; without one only 1 is possible).
+        if profile <= self.get("SecurityProfile"):
+            return False
         if profile <= 2 and self.get("AuthorizationKey") is None:
             return False
         if self.security_check is None:
             return profile < 2
-        return bool(self.security_check(profile))
+        try:
+            return bool(self.security_check(profile))
+        except Exception as exc:   # a broken check must not turn the answer into an error
+            self._warn("config: security_check(%d) failed: %r" % (profile, exc))
+            return False
+
+    def profile_to_try(self, failures):
+        current = self.get("SecurityProfile")
+        if self._trial is None or failures < PROFILE_TRIAL_ATTEMPTS:
+            return current
+        # A05.FR.08: fall back rather than stay unreachable; keep trying the raised profile
+        # every other time, in case the CSMS only serves that one by now
+        return self._trial if (failures - PROFILE_TRIAL_ATTEMPTS) % 2 == 0 else current
+
+    def connected_with(self, profile):
+        previous, self._trial = self._trial, None
+        if previous is None or profile != previous:
+            return False        # A05.FR.09: the raise holds from now on
+        if not self._store("SecurityProfile", previous):
+            self._trial = previous
+            return False
+        self._warn("config: SecurityProfile fell back to %d (the raised one did not connect)"
+                   % previous)
+        return True
+
+    def provision(self, name, value):
+        row = self._row(name)
+        text = _text_of(value)
+        parsed = None
+        if row is not None and row[3] != R and text is not None:
+            parsed = self._parse(row, text)
+        if parsed is None:
+            # never the value itself: it may be a key (Security Whitepaper A01.FR.12)
+            self._warn("config: provisioned %s ignored (not a valid value)" % name)
+            return False
+        if row[0] == "SecurityProfile":
+            # a profile only goes up: not below the board's default, and a lower one the CSMS
+            # stored is history (lowering is never an OCPP matter, Security Whitepaper
+            # A00.FR.005; raising by local means is allowed)
+            parsed = max(parsed, self._base.get(row[0], 0))
+            if self._values.get(row[0], parsed) < parsed:
+                del self._values[row[0]]
+        self._base[row[0]] = parsed
+        return True
 
     def set_from_csms(self, name, value):
         row = self._row(name)

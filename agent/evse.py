@@ -10,7 +10,9 @@ Layers:
 - CP layer (`CP_MACHINE`): confirmed pilot states A..F (from `PilotReader`) -> EV events
   (plugged, unplugged, ev_ready, ev_paused) and pilot faults.
 - Session layer (`SESSION_MACHINE`): idle, authorizing, ready, charging, suspended_ev,
-  suspended_evse, finishing, faulted, unavailable.
+  suspended_evse, finishing, faulted, unavailable. On a socket the PP also tells whether a
+  cable sits in it with no EV on the other end: a cable left there after the EV drove off
+  keeps the connector finishing (not free) until it is taken out.
 - Outputs (`_update_outputs`): pilot mode/duty, contactor and lock are *derived* from the two
   states, the faults and the timers in one place, so the safety rule reads in a few lines.
 """
@@ -116,8 +118,15 @@ SESSION_MACHINE = Machine(
         # OCPP StopTransactionOnEVSideDisconnect = false: the session outlives the unplug
         (ACTIVE, "unplug", "suspended_ev", "keeps_session_on_unplug", None),
         ("suspended_ev", "plug", None, None, None),
+        # the EV left, its cable is still in the socket: the session is over but the
+        # connector is not free yet (OCPP 1.6 Finishing "cable still in", OCTT TC_005_1)
+        (ACTIVE, "unplug", "finishing", "cable_in_socket", "end_session_disconnected"),
         (ACTIVE, "unplug", "idle", None, "end_session_disconnected"),
+        ("finishing", "unplug", None, "cable_in_socket", None),
         ("finishing", "unplug", "idle", None, None),
+        ("finishing", "cable_removed", "idle", None, None),
+        # an EV plugged into the cable left in the socket: a new plug-in, a new session
+        ("finishing", "plug", "authorizing", None, "forget_ended_session"),
         (("idle", "authorizing", "finishing"), "disable", "unavailable", None, None),
         (ACTIVE, "disable", None, None, "schedule_disable"),
         ("unavailable", "enable", "idle", None, None),
@@ -125,8 +134,12 @@ SESSION_MACHINE = Machine(
         ("faulted", "stop", None, "in_session", "end_session"),
         ("faulted", "unplug", None, "in_session", "end_session_disconnected"),
         ("faulted", "cleared", "unavailable", "disabled", None),
-        ("faulted", "cleared", "idle", "!plugged", None),
+        # before "!plugged": a session that ended with its cable left in the socket is
+        # still Finishing (entry checks whether the EV or the cable has left meanwhile)
         ("faulted", "cleared", "finishing", "session_ended", None),
+        # a session that outlived its EV (StopTransactionOnEVSideDisconnect = false) goes on
+        ("faulted", "cleared", "suspended_ev", "session_without_ev", None),
+        ("faulted", "cleared", "idle", "!plugged", None),
         ("faulted", "cleared", "authorizing", "!in_session", None),
         ("faulted", "cleared", "suspended_evse", "!offering", None),
         ("faulted", "cleared", "charging", "requesting", None),
@@ -216,9 +229,12 @@ class Evse:
         # EV as the pilot shows it
         self.plugged = False
         self.requesting = False
+        # a socket's cable as its PP shows it, with or without an EV on the other end
+        self.cable_in_socket = False
+        self.cable_left_by_ev = False   # the EV left during its session, the cable stayed in
         # session
         self.session_active = False
-        self.session_ended_plugged = False
+        self.session_ended_occupied = False     # ended, but the EV or its cable is still in
         self.session_tag = None
         self.session_started_ms = None
         self.energy_start_wh = None
@@ -254,6 +270,7 @@ class Evse:
         self._operator_reset = False
         self.force_unlocked = False
         self.stop_on_ev_disconnect = True      # OCPP StopTransactionOnEVSideDisconnect
+        self.unlock_on_ev_disconnect = True    # OCPP UnlockConnectorOnEVSideDisconnect
         self.stop_tag = None                   # who stopped the session, if not its own tag
         self.start_reported = False            # session_started sent (after the lock locked)
         self.ended_before_reboot = False       # set at boot for a transaction cut by power loss
@@ -329,10 +346,13 @@ class Evse:
         return self.session_active
 
     def session_ended(self):
-        return self.session_ended_plugged
+        return self.session_ended_occupied
 
     def keeps_session_on_unplug(self):
         return not self.stop_on_ev_disconnect
+
+    def session_without_ev(self):
+        return self.session_active and not self.plugged
 
     # ---------------------------------------------------------------- inputs (HAL)
     def pilot_sample(self, now, high_mv, low_mv):
@@ -421,11 +441,19 @@ class Evse:
         self._step(now)
 
     def pp_reading(self, now, ohms):
-        """Proximity pilot resistance in ohms, None when open. Only sockets have a PP."""
+        """Proximity pilot resistance in ohms, None when open. Only sockets have a PP.
+        Without an EV on the pilot it only says whether a cable sits in the socket (one
+        left there when the EV drove off keeps the connector from being free)."""
         self.now = now
         if self.socket:
+            cable_was_in = self.cable_in_socket
+            self.cable_in_socket = ohms is not None
             if not self.plugged:
                 self.pp_ampacity_ma = None
+                if cable_was_in and not self.cable_in_socket:
+                    self.cable_left_by_ev = False
+                    self._event("info", "cable taken out of the socket")
+                    self._fire("cable_removed")
             else:
                 ampacity = pp_ampacity_ma(ohms, self.phases)
                 if ampacity is None:
@@ -576,6 +604,7 @@ class Evse:
             self.ended_before_reboot = False    # the EV left during the power cut
         if plugged and not self.plugged:
             self.plugged = True
+            self.cable_left_by_ev = False
             if self.socket:
                 self._commands.append((READ_PP, None))
             self._fire("plug")
@@ -597,6 +626,11 @@ class Evse:
                 self._event("fault", code, False)
             if len(self.faults) and ("rcd_ac" in self.faults or "rcd_dc" in self.faults):
                 self._commands.append((RCD_RESET, None))
+            if self.cable_in_socket and self.session_active:
+                # pulled out of the car only: the lock decides whether the driver may take
+                # the cable (_lock_wanted, OCPP UnlockConnectorOnEVSideDisconnect)
+                self.cable_left_by_ev = True
+                self._event("info", "EV left, its cable is still in the socket")
             self._fire("unplug")
             if not len(self.faults) and self.state == "faulted":
                 self._fire("cleared")
@@ -611,7 +645,7 @@ class Evse:
     # ---------------------------------------------------------------- session actions
     def finish_recovered(self, _):
         self.ended_before_reboot = False
-        self.session_ended_plugged = True
+        self.session_ended_occupied = True
 
     def remember_authorization(self, tag):
         self.pending_tag = tag
@@ -627,7 +661,7 @@ class Evse:
         self.session_active = True
         self.stop_tag = None
         self.force_unlocked = False
-        self.session_ended_plugged = False
+        self.session_ended_occupied = False
         self.session_tag = tag
         self.session_started_ms = self.now
         self.energy_start_wh = self.energy_wh
@@ -643,10 +677,11 @@ class Evse:
 
     def end_session(self, reason):
         self._close_session(reason or STOP_LOCAL)
-        self.session_ended_plugged = True
+        self.session_ended_occupied = True
 
     def end_session_disconnected(self, _):
         self._close_session(STOP_EV_DISCONNECTED)
+        self.session_ended_occupied = self.cable_in_socket
 
     def _close_session(self, reason):
         if not self.session_active:
@@ -661,9 +696,12 @@ class Evse:
         self.disable_scheduled = True
         self._event("info", "unavailable once the session ends")
 
-    def enter_idle(self, _):
-        self.session_ended_plugged = False
+    def forget_ended_session(self, _):
+        self.session_ended_occupied = False
         self.session_tag = None
+
+    def enter_idle(self, _):
+        self.forget_ended_session(None)
         if self.disabled:
             self._fire("disable")
 
@@ -673,8 +711,10 @@ class Evse:
 
     def enter_finishing(self, _):
         if not self.plugged:
-            self._fire("unplug")        # stopped while the cable was out: nothing to finish
-        elif self.disabled:
+            # stopped with the EV gone: nothing to finish, unless its cable is still in
+            # the socket (the "unplug" rows decide)
+            self._fire("unplug")
+        if self.state == "finishing" and self.disabled:
             self._fire("disable")
 
     def enter_unavailable(self, _):
@@ -884,6 +924,12 @@ class Evse:
             return False
         if self.pilot_mode == F and now - self.pilot_mode_since >= self.params.unlock_in_f_ms:
             return False
+        if self.cable_left_by_ev:
+            # OCPP 1.6 §9.1: a transaction that outlives the EV keeps its cable locked
+            # (StopTransactionOnEVSideDisconnect = false beats UnlockConnectorOnEVSideDisconnect);
+            # after it, the cable is released only with UnlockConnectorOnEVSideDisconnect,
+            # else it waits for an UnlockConnector (force_unlocked, above)
+            return self.session_active or not self.unlock_on_ev_disconnect
         return self.session_active and self.plugged
 
     # ---------------------------------------------------------------- events

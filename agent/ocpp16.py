@@ -4,7 +4,7 @@
 RPC layer. Inputs: station/controller events (`on_event`), CALLs from the CSMS (`handle`,
 which the RPC layer calls), the connection coming and going, and `poll(now)` for its timers.
 Outputs: CALLs through the RPC layer, commands to the station, and `take_requests()` for the
-shell (a reset to perform).
+shell (a reset to perform), `take_reconnect()` for its transport (new credentials to use).
 
 - One method per CSMS action, `on_<Action>`, found through `HANDLERS`; what the charge point
   sends is built in one `_send_<Action>` each.
@@ -49,6 +49,13 @@ STOP_REASON = {
     "deauthorized": "DeAuthorized",
     "emergency_stop": "EmergencyStop",
     "other": "Other",
+}
+
+# configuration key -> the Evse attribute that applies it (each connector's controller
+# decides what an EV-side disconnect does to the session and the cable lock)
+EVSE_KEYS = {
+    "StopTransactionOnEVSideDisconnect": "stop_on_ev_disconnect",
+    "UnlockConnectorOnEVSideDisconnect": "unlock_on_ev_disconnect",
 }
 
 TRANSACTION_ACTIONS = ("StartTransaction", "MeterValues", "StopTransaction")
@@ -131,6 +138,7 @@ class ChargePoint16:
         self._status_since = {}         # connector -> (status, since): MinimumStatusDuration
         self._tx_in_flight = None       # journal seq being sent
         self._requests = []
+        self._reconnect = None          # key whose change the connection must pick up
         self._auth_cache = self._load_auth_cache()
         self._remote_tags = {}          # tag -> connector, for AuthorizeRemoteTxRequests
         self.sent_counts = {}
@@ -138,7 +146,7 @@ class ChargePoint16:
         self._recover()
         self._restore_availability()
         config.on_change.append(self._config_changed)
-        for key in ("ConnectionTimeOut", "StopTransactionOnEVSideDisconnect"):
+        for key in ("ConnectionTimeOut",) + tuple(EVSE_KEYS):
             self._config_changed(key, config.get(key))
 
     @staticmethod
@@ -161,9 +169,9 @@ class ChargePoint16:
         if key == "ConnectionTimeOut":
             for evse in self.station.evses.values():
                 evse.params.connection_timeout_ms = value * 1000
-        elif key == "StopTransactionOnEVSideDisconnect":
+        elif key in EVSE_KEYS:
             for evse in self.station.evses.values():
-                evse.stop_on_ev_disconnect = value
+                setattr(evse, EVSE_KEYS[key], value)
         elif key == "ClockAlignedDataInterval":
             self._timers.pop("aligned", None)
             if self.boot == "accepted":
@@ -175,6 +183,13 @@ class ChargePoint16:
             for connector_id in self._tx:
                 self._timers.pop("sample:%d" % connector_id, None)
                 self._arm_sampling(now, connector_id)
+        elif key == "AuthorizationKey":
+            # Security Whitepaper ed.3 A01: answer, disconnect, connect with the new password
+            # (the CSMS takes no other from now on, A01.FR.03): where Basic auth is in use
+            if self.config.get("SecurityProfile") in (1, 2):
+                self._reconnect = key
+        elif key == "SecurityProfile":
+            self._reconnect = key       # A05.FR.06/07: reconnect with the raised profile
 
     def attach(self, rpc):
         """Wire the RPC layer: it calls `handle` for CALLs and obeys our gate."""
@@ -189,6 +204,13 @@ class ChargePoint16:
     def take_requests(self):
         requests, self._requests = self._requests, []
         return requests
+
+    def take_reconnect(self):
+        """The configuration key (AuthorizationKey, SecurityProfile) whose change the
+        transport must pick up: once the frames taken so far have left, close the connection
+        and open a new one with what the config now says. None: nothing to do."""
+        key, self._reconnect = self._reconnect, None
+        return key
 
     def next_deadline(self):
         deadline = self.rpc.next_deadline() if self.rpc is not None else None
@@ -226,6 +248,7 @@ class ChargePoint16:
     def connection_made(self, now):
         self.now = now
         self.online = True
+        self._reconnect = None          # a new connection uses the current credentials
         self._last_activity = now
         self.rpc.connection_made(now)
         if self.boot != "accepted":

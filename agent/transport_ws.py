@@ -2,11 +2,28 @@
 
 CPython only (MicroPython gets its own small RFC 6455 client behind the same `Connection`
 shape). Connects to URL + "/" + charge point id (or a template holding "{id}"), requires the
-`ocpp1.6` subprotocol in the answer, compression off, HTTP Basic auth with the
-AuthorizationKey (security profile 1/2), TLS with a CA file for wss:// (profile 2),
-WebSocketPingInterval as the ping interval, and reconnects with jittered exponential
-back-off. Everything protocol-related happens in the sans-I/O objects; this file only moves
-frames and time.
+`ocpp1.6` subprotocol in the answer, compression off, WebSocketPingInterval as the ping
+interval, and reconnects with jittered exponential back-off. Everything protocol-related
+happens in the sans-I/O objects; this file only moves frames and time.
+
+Security profiles (OCPP 1.6 Security Whitepaper ed.3 §2, spec/standards.md §5.6), chosen per
+connection attempt from the config's SecurityProfile (`Config.profile_to_try`):
+- 0: the URL as given; 1: HTTP Basic auth `id:AuthorizationKey`; 2: the same over TLS 1.2 or
+  higher, the CSMS certificate checked against the CA file (`cafile`). A ws:// URL is used as
+  wss:// on the same host, port and path (as libocpp derives the scheme from the profile), so
+  a raise from 1 to 2 needs no new URL, which OCPP 1.6 has no key for. 3 (TLS client
+  certificates) is not implemented, so a raise to it is Rejected.
+- The start-up options are provisioned into the config (`Config.provision`): `auth_key` as
+  the AuthorizationKey, and the profile they amount to (a key over wss:// is 2, a key is 1)
+  as the lowest SecurityProfile. A key or profile the CSMS set and stored wins.
+- `security_check`: a raise to 2 needs a CA file that loads (A05.FR.03); 3 is never possible.
+- When the charge point asks (`take_reconnect()`: the CSMS changed the AuthorizationKey or
+  raised the SecurityProfile), its answer leaves first, then the connection closes (1000)
+  and a new one opens at once with the new key or profile (Security Whitepaper A01 steps
+  3-4, A05.FR.06/07). A raised profile that cannot connect is given up for the previous one
+  (A05.FR.08, see Config.profile_to_try). A new key the CSMS refuses (HTTP 401) is kept and
+  retried with back-off, never swapped back for the old one: once the charge point accepted
+  the change, the CSMS takes no other (A01.FR.03). The key itself is never logged (A01.FR.12).
 """
 import asyncio
 import base64
@@ -14,11 +31,15 @@ import random
 import ssl
 
 from websockets.asyncio.client import connect
-from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
+from websockets.exceptions import (
+    ConnectionClosed, InvalidHandshake, InvalidStatus, InvalidURI,
+)
 
 BACKOFF_FIRST_S = 1.0
 BACKOFF_MAX_S = 60.0
 SUBPROTOCOL = {"1.6": "ocpp1.6", "2.0.1": "ocpp2.0.1"}
+CLOSE_NORMAL = 1000          # RFC 6455 §7.4.1; also what libocpp closes with to reconnect
+SEND_WAIT_S = 10.0           # for the answer to leave before closing for new credentials
 
 
 def endpoint(base, charge_point_id):
@@ -26,6 +47,11 @@ def endpoint(base, charge_point_id):
     if "{id}" in base:
         return base.replace("{id}", charge_point_id)
     return base.rstrip("/") + "/" + charge_point_id
+
+
+def secure_url(url):
+    """The wss:// form of a ws:// URL: same host, port and path (security profile 2)."""
+    return "wss://" + url[len("ws://"):] if url.startswith("ws://") else url
 
 
 class Connection:
@@ -47,10 +73,62 @@ class Connection:
         self._wake = asyncio.Event()
         self._sleep_until = None
         self._running = False
+        self._sending = set()          # frames on their way out
+        self._restart = None           # the task closing the connection for new credentials
+        self._reconnect_now = False
         self.connects = 0
+        self.failures = 0              # failed connection attempts in a row
+        self.profile = None            # SecurityProfile of the current / last attempt
+        config = charge_point.config
+        if auth_key:
+            # a key the config cannot take (not 32-40 hex digits) is still sent as given
+            config.provision("AuthorizationKey", auth_key)
+        config.provision("SecurityProfile", self._start_profile())
+        config.security_check = self.can_use
 
     def now(self):
         return self.agent.now_ms()
+
+    # ------------------------------------------------------------------ security profiles
+    def _start_profile(self):
+        """The profile the start-up options amount to (spec/standards.md §5.6)."""
+        if not self.auth_key:
+            return 0
+        return 2 if self.url.startswith("wss://") else 1
+
+    def can_use(self, profile):
+        """Config.security_check: whether this transport can connect with `profile`.
+        2 needs the CSMS's root certificate, the CA file (Security Whitepaper A05.FR.03);
+        3 needs a charge point certificate for TLS client authentication, not implemented
+        (A05.FR.04). 1 only needs the AuthorizationKey, which the config checks."""
+        if profile < 2:
+            return True
+        if profile > 2 or not self.cafile or not self.url.startswith(("ws://", "wss://")):
+            return False
+        try:
+            self._tls()
+        except (OSError, ValueError):      # no such file, not a certificate (ssl.SSLError)
+            return False
+        return True
+
+    def _tls(self):
+        context = ssl.create_default_context(cafile=self.cafile)
+        context.minimum_version = ssl.TLSVersion.TLSv1_2   # A00.FR.312: TLS 1.2 or higher
+        return context
+
+    def _url(self, profile):
+        return secure_url(self.url) if profile >= 2 else self.url
+
+    def _target(self, profile):
+        """(url, headers, TLS context) of a connection attempt with `profile`."""
+        url = self._url(profile)
+        headers = None
+        key = self.cp.config.get("AuthorizationKey") or self.auth_key
+        if profile in (1, 2) and key:
+            # A00.FR.202-205: username = the charge point id of the URL, password = the key
+            token = base64.b64encode(("%s:%s" % (self.charge_point_id, key)).encode())
+            headers = {"Authorization": "Basic " + token.decode()}
+        return url, headers, (self._tls() if url.startswith("wss://") else None)
 
     # ------------------------------------------------------------------ frames out
     def pump(self):
@@ -75,8 +153,13 @@ class Connection:
         frames = self.cp.take_frames()
         if frames and self.ws is not None:
             for frame in frames:
-                asyncio.ensure_future(self._send(frame))
+                sending = asyncio.ensure_future(self._send(frame))
+                self._sending.add(sending)
+                sending.add_done_callback(self._sending.discard)
             self.cp.frames_activity(now)
+        key = self.cp.take_reconnect()
+        if key is not None and self.ws is not None and self._restart is None:
+            self._restart = asyncio.ensure_future(self._reconnect(self.ws, key))
         self._hold_time()
 
     def _hold_time(self):
@@ -95,22 +178,28 @@ class Connection:
         except ConnectionClosed:
             pass
 
+    async def _reconnect(self, ws, key):
+        """Close `ws` for the credentials the CSMS just changed, once the answer that
+        accepted them has left; `run` connects again at once."""
+        try:
+            if self._sending:       # bounded: a stuck socket must not keep the old key alive
+                await asyncio.wait(list(self._sending), timeout=SEND_WAIT_S)
+            if ws is not self.ws:
+                return                  # gone meanwhile: the next connection uses them anyway
+            if key == "SecurityProfile":
+                self.log("SecurityProfile raised to %d by the CSMS: reconnecting with it"
+                         % self.cp.config.get("SecurityProfile"))
+            else:
+                # A01.FR.11: the change is logged; A01.FR.12: the key itself never is
+                self.log("%s changed by the CSMS: reconnecting with the new one" % key)
+            self._reconnect_now = True
+            await ws.close(CLOSE_NORMAL, "%s changed" % key)
+        except (ConnectionClosed, OSError):
+            pass
+        finally:
+            self._restart = None
+
     # ------------------------------------------------------------------ the loop
-    def _headers(self):
-        # the AuthorizationKey the CSMS set (ChangeConfiguration) wins over the start-up one
-        key = self.cp.config.get("AuthorizationKey") or self.auth_key
-        if key is None:
-            return None
-        token = base64.b64encode(("%s:%s" % (self.charge_point_id, key)).encode())
-        return {"Authorization": "Basic " + token.decode()}
-
-    def _ssl(self):
-        if not self.url.startswith("wss://"):
-            return None
-        context = ssl.create_default_context(cafile=self.cafile)
-        context.minimum_version = ssl.TLSVersion.TLSv1_2   # OCPP security: TLS 1.2 or higher
-        return context
-
     async def run(self):
         self._running = True
         delay = BACKOFF_FIRST_S
@@ -122,27 +211,56 @@ class Connection:
                     if wait > 0:
                         await asyncio.sleep(wait)
                     self.offline_until = None
+                profile = self.cp.config.profile_to_try(self.failures)
+                connects = self.connects
+                error = None
                 try:
-                    await self._session()
-                    delay = BACKOFF_FIRST_S
+                    await self._session(profile)
                 except (OSError, InvalidHandshake, InvalidURI, asyncio.TimeoutError,
-                        ConnectionClosed) as error:
-                    self.log("connection to %s failed: %s" % (self.url, error))
+                        ConnectionClosed) as failed:
+                    error = failed
                 if not self._running:
                     break
+                if self.connects > connects:
+                    delay = BACKOFF_FIRST_S
+                elif error is not None:
+                    self.failures += 1
+                if self._reconnect_now:
+                    # new credentials: connect with them at once (A01 step 4, A05.FR.07)
+                    self._reconnect_now = False
+                    continue
+                # jittered exponential back-off: many chargers after a CSMS outage must
+                # not all come back in the same second
+                wait = delay * (0.5 + random.random())
+                if error is not None:
+                    self.log(self._why(profile, error, self.connects > connects,
+                                       wait if self.offline_until is None else None))
                 if self.offline_until is None:
-                    # jittered exponential back-off: many chargers after a CSMS outage must
-                    # not all come back in the same second
-                    await asyncio.sleep(delay * (0.5 + random.random()))
+                    await asyncio.sleep(wait)
                     delay = min(delay * 2, BACKOFF_MAX_S)
         finally:
             timers.cancel()
 
-    async def _session(self):
+    def _why(self, profile, error, was_connected, wait):
+        if was_connected:
+            what = "connection to %s lost: %s" % (self._url(profile), error)
+        elif isinstance(error, InvalidStatus) and error.response.status_code == 401:
+            # the CSMS does not take this charge point's AuthorizationKey: it is kept (after
+            # an Accepted change the CSMS takes no other, A01.FR.03) and tried again
+            what = ("the CSMS refused the credentials of %s (HTTP 401, SecurityProfile %d): "
+                    "not the AuthorizationKey it expects" % (self.charge_point_id, profile))
+        else:
+            what = "connection to %s failed (SecurityProfile %d): %s" % (
+                self._url(profile), profile, str(error) or error.__class__.__name__)
+        return what if wait is None else "%s; retrying in %.1f s" % (what, wait)
+
+    async def _session(self, profile):
+        self.profile = profile
+        url, headers, context = self._target(profile)
         ping = self.cp.config.get("WebSocketPingInterval")
-        async with connect(self.url, subprotocols=[SUBPROTOCOL[self.version]],
-                           compression=None, additional_headers=self._headers(),
-                           ssl=self._ssl(), proxy=None, open_timeout=10,
+        async with connect(url, subprotocols=[SUBPROTOCOL[self.version]],
+                           compression=None, additional_headers=headers, ssl=context,
+                           proxy=None, open_timeout=10,
                            ping_interval=ping if ping > 0 else None, max_size=2 ** 20,
                            user_agent_header="evse-agent") as ws:
             if ws.subprotocol != SUBPROTOCOL[self.version]:
@@ -151,7 +269,13 @@ class Connection:
                                        % SUBPROTOCOL[self.version])
             self.ws = ws
             self.connects += 1
-            self.log("connected to %s" % self.url)
+            self.failures = 0
+            self._reconnect_now = False
+            raised = self.cp.config.get("SecurityProfile")
+            if self.cp.config.connected_with(profile):
+                self.log("SecurityProfile %d did not connect: back to %d (Security Whitepaper "
+                         "A05.FR.08)" % (raised, profile))
+            self.log("connected to %s (SecurityProfile %d)" % (url, profile))
             try:
                 self.cp.connection_made(self.now())
                 self.pump()

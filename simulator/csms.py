@@ -461,6 +461,9 @@ class LocalCsms:
       CallError(code, description) for a CALLERROR.
     - `lenient`: do not schema-check what charge points send.
     - `clock`: callable returning an aware datetime for currentTime (default: UTC now).
+    - `auth_keys`: cp_id -> the Basic-auth password it must connect with (None: no auth);
+      `change_configuration(cp, "AuthorizationKey", new)` switches it once Accepted.
+    - `ssl_context`: TLS (security profile 2) from the next `start()`/`restart()` on.
     """
 
     def __init__(self, host="127.0.0.1", port=0, auth_keys=None, ssl_context=None,
@@ -686,8 +689,16 @@ class LocalCsms:
             value = "true" if value else "false"
         elif not isinstance(value, str):
             value = str(value)
-        return await self.call(cp_id, "ChangeConfiguration", {"key": key, "value": value},
-                               timeout=timeout)
+        answer = await self.call(cp_id, "ChangeConfiguration", {"key": key, "value": value},
+                                 timeout=timeout)
+        if key.lower() == "authorizationkey" and answer.get("status") == "Accepted" and \
+                self.auth_keys is not None:
+            # Security Whitepaper A01.FR.03: from now on only the new key is good (this runs
+            # as the answer arrives, before the charge point can reconnect with the new key).
+            # `call(..., "ChangeConfiguration", ...)` leaves the keys alone, to imitate a
+            # CSMS that lost the change.
+            self.auth_keys[cp_id] = value
+        return answer
 
     async def get_configuration(self, cp_id, keys=None, timeout=None):
         payload = {"key": list(keys)} if keys is not None else {}

@@ -328,7 +328,10 @@ class Simulation:
         await asyncio.sleep(0)
 
     async def _verb_unplug(self, step, c):
-        self.connector(c).unplug()
+        try:
+            self.connector(c).unplug(step.options.get("end", "both"))
+        except ValueError as error:     # end=socket on a tethered cable: no such thing
+            raise ValueError("%s:%d: %s" % (step.file, step.line, error)) from None
         await asyncio.sleep(0)
 
     async def _verb_ev_ready(self, step, c):

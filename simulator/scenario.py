@@ -139,6 +139,8 @@ PHASES = _choice("1|3", {"1": 1, "3": 3}, "1 or 3")
 BOOL = _choice("yes|no", {"yes": True, "no": False}, "yes or no")
 TAG = Kind("TAG", _tag, "an RFID tag (idToken), at most %d characters" % ID_TOKEN_MAX)
 FAULT_KIND = _enum("KIND", FAULT_KINDS, "a fault kind: " + " ".join(FAULT_KINDS))
+# which end of the cable `unplug` pulls out (simulator.world.UNPLUG_ENDS)
+CABLE_END = _enum("both|ev|socket", ("both", "ev", "socket"))
 FAULT_CODE = _pattern("CODE", "none or a fault code", "[a-z][a-z0-9_]*", "rcd_dc")
 ACTION = _pattern("ACTION", "an OCPP action", "[A-Z][A-Za-z0-9]*", "StartTransaction")
 
@@ -289,6 +291,7 @@ OPTION_KINDS = {
     "delay": DURATION,
     "ignore_pwm_off": BOOL,
     "timeout": DURATION,
+    "end": CABLE_END,
 }
 # What an EV model is made of, at plug-in or changed later by `ev`.
 EV_KEYS = ("max_current", "phases", "soc", "delay", "sleepy")
@@ -314,7 +317,9 @@ class Verb:
 
 VERBS = {v.name: v for v in (
     Verb("plug", "plug an EV in", options=("connector",) + EV_KEYS + ("capacity", "pp")),
-    Verb("unplug", "pull the cable out", options=("connector",)),
+    Verb("unplug", "pull the cable out of the car and the socket (end=both, the default);"
+         " end=ev: out of the car only, a socket's cable stays in with its PP coded;"
+         " end=socket: out of the socket", options=("connector", "end")),
     Verb("ev_ready", "the EV closes S2 and asks for power", options=("connector",)),
     Verb("ev_pause", "the EV opens S2 and stops asking for power", options=("connector",)),
     Verb("swipe", "present an RFID tag", args=(TAG,), options=("connector",)),

@@ -22,6 +22,12 @@ RCD_DC_TRIP_MA = 6         # IEC 62955 RDC-DD
 SUPPLY_OHMS_MILLI = 500    # 0.5 Ohm supply impedance: the voltage sags under load (YetiSimulator)
 EV_STEP_MS = 30000         # battery/taper integration step while charging
 
+# which end of the cable `SimConnector.unplug` pulls out (the scenario's `unplug end=...`)
+UNPLUG_BOTH = "both"       # out of the car and the socket: the connector is free
+UNPLUG_EV = "ev"           # out of the car only: a socket's cable stays in (OCTT TC_005)
+UNPLUG_SOCKET = "socket"   # out of the socket (and so away from any car on it)
+UNPLUG_ENDS = (UNPLUG_BOTH, UNPLUG_EV, UNPLUG_SOCKET)
+
 # Fault injection: kind -> (part, attribute, injected value, cleared value)
 FAULT_INJECTIONS = {
     "diode_short": ("ev", "diode_shorted", True, False),
@@ -165,13 +171,16 @@ class SimLock(hal.Lock):
 
 
 class SimPp(hal.ProximityPilot):
+    """The socket's PP input: it reads the coding resistor of whatever cable sits in the
+    socket, whether or not a car is on the cable's other end (IEC 61851-1 Annex B)."""
+
     def __init__(self, connector):
         self.connector = connector
-        self.ohms = None
-        self.open = False
+        self.ohms = None            # the resistor of the cable in the socket, None = no cable
+        self.open = False           # fault injection: a broken PP wire
 
     def read_ohms(self):
-        if self.open or self.connector.ev is None:
+        if self.open:
             return None
         return self.ohms
 
@@ -420,7 +429,15 @@ class SimConnector:
             self.pilot.changed()
 
     # ------------------------------------------------------------------ scenario actions
+    @property
+    def cable_in_socket(self):
+        """A socket holds a cable (its PP resistor is in the circuit), with or without a car
+        on the other end. A tethered cable has no socket: always False."""
+        return self.pp is not None and self.pp.ohms is not None
+
     def plug(self, ev):
+        """The car is connected: on a socket, through a cable that goes into the socket
+        first unless one was left there (a 32 A cable, PP 220 ohm, unless told otherwise)."""
         if self.ev is not None:
             raise ValueError("connector %d already has an EV plugged in" % self.connector_id)
         self.ev = ev
@@ -428,10 +445,27 @@ class SimConnector:
         ev.see_pilot(self.pilot.mode, self.pilot.duty)
         if self.pp is not None and self.pp.ohms is None:
             self.pp.ohms = 220
+            self.pp.changed()
         self.ev_react()
         self.pilot.changed()
 
-    def unplug(self):
+    def unplug(self, end=UNPLUG_BOTH):
+        """Pull the cable out: of the car and of the socket (`both`), of the car only (`ev`:
+        a socket's cable stays in, its PP still coded, the pilot sees no EV), or of the
+        socket (`socket`: the car, if still on the cable, is no longer connected either).
+        The simulated lock does not hold the plug back: a scenario may take a cable out of
+        a locked socket, as a driver forcing it would."""
+        if end not in UNPLUG_ENDS:
+            raise ValueError("unplug end must be one of %s, got %r" % (
+                " ".join(UNPLUG_ENDS), end))
+        if end == UNPLUG_SOCKET and self.pp is None:
+            raise ValueError("connector %d has a tethered cable: it has no socket end"
+                             % self.connector_id)
+        self._disconnect_ev()
+        if end != UNPLUG_EV:
+            self._remove_cable()
+
+    def _disconnect_ev(self):
         ev = self.ev
         if ev is None:
             return
@@ -444,9 +478,12 @@ class SimConnector:
         self._reaction = self._retarget = self._ev_step = None
         self.ev = None
         ev.retire()
-        if self.pp is not None:
-            self.pp.ohms = None
         self.pilot.changed()
+
+    def _remove_cable(self):
+        if self.cable_in_socket:
+            self.pp.ohms = None
+            self.pp.changed()
 
     def driver(self, wants_charge):
         if self.ev is None:

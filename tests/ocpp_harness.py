@@ -1,8 +1,9 @@
 """The shared harness of the OCPP 1.6J integration tests (test_ocpp16_integration.py,
 test_ocpp16_rows.py): the real agent on the simulated board, over real WebSockets on
 127.0.0.1, against the local CSMS, in virtual time, with an operator coroutine acting as the
-CSMS's user, plus readers of what the CSMS recorded and helpers for physical situations the
-scenario language has no verb for.
+CSMS's user, plus readers of what the CSMS recorded and helpers for physical situations at a
+moment the operator chooses (the scenario language has `unplug end=ev` for the first two; a
+jammed lock has no verb).
 
 No pytest-asyncio: everything runs inside `simulator.clock.run`. Every run is bounded in
 virtual time and in wall-clock time (SIGALRM guard).
@@ -22,6 +23,7 @@ from simulator.csms import NO_REPLY, CallError, CallErrorReceived, LocalCsms
 from simulator.runner import OcppOptions, Simulation
 from simulator.scenario import parse_text
 from simulator.timeline import Timeline
+from simulator.world import UNPLUG_EV, UNPLUG_SOCKET
 
 CP = "SIM-0001"                 # the sim board's serial: the default charge point id
 TAG = "04A1B2C3"
@@ -270,24 +272,18 @@ async def configure(csms, **keys):
         assert reply == {"status": "Accepted"}, (key, reply)
 
 
-# --- physical situations the scenario language has no verb for
+# --- physical situations, at a moment the operator chooses
 
 def unplug_at_ev(sim, connector_id=1):
     """The driver pulls the cable out of the car and leaves it in the socket: the pilot sees
-    no EV (state A) while the socket's PP still reads the cable's coding resistor. The
-    simulator's `unplug` takes out both ends, so the PP reading is held here."""
-    connector = sim.world.connectors[connector_id]
-    ohms = connector.pp.ohms
-    connector.unplug()
-    connector.pp.read_ohms = lambda: ohms
-    connector.pp.changed()
+    no EV (state A) while the socket's PP still reads the cable's coding resistor (the
+    scenario's `unplug end=ev`)."""
+    sim.world.connectors[connector_id].unplug(UNPLUG_EV)
 
 
 def remove_cable(sim, connector_id=1):
-    """The cable is then taken out of the socket too (PP open)."""
-    pp = sim.world.connectors[connector_id].pp
-    pp.__dict__.pop("read_ohms", None)
-    pp.changed()
+    """The cable is then taken out of the socket too: PP open (`unplug end=socket`)."""
+    sim.world.connectors[connector_id].unplug(UNPLUG_SOCKET)
 
 
 def jam_lock(sim, connector_id=1):

@@ -13,29 +13,19 @@ case's expected sequence is not spelled out in spec/ocpp_cases.md (which lists i
 docstring says where it comes from (spec/standards.md §5, OCPP 1.6 edition 2 text, or the
 OCTT case as public 1.6 test harnesses encode it).
 
-Three physical situations the scenario language cannot express are made here by holding a
-simulated part (helpers below): the cable pulled out of the car but left in the socket
-(`unplug_at_ev`: the PP resistor still codes a cable, the pilot sees no EV), the cable then
-taken out of the socket (`remove_cable`), and a lock motor that no longer moves (`jam_lock`).
+Physical situations at a moment the operator chooses come from the harness: the cable pulled
+out of the car but left in the socket (`unplug_at_ev`, the scenario's `unplug end=ev`: the PP
+resistor still codes a cable, the pilot sees no EV), the cable then taken out of the socket
+(`remove_cable`, `unplug end=socket`), and a lock motor that no longer moves (`jam_lock`).
 
 No pytest-asyncio: everything runs inside `simulator.clock.run`; every run is bounded in
 virtual time and in wall-clock time (SIGALRM).
 """
 import asyncio
-import contextlib
-import copy
-import signal
-import textwrap
-from datetime import datetime, timedelta, timezone
 
 import pytest
 
-import tools.boardfile
-from simulator import clock
-from simulator.csms import NO_REPLY, CallError, CallErrorReceived, LocalCsms
-from simulator.runner import OcppOptions, Simulation
-from simulator.scenario import parse_text
-from simulator.timeline import Timeline
+from simulator.csms import NO_REPLY, CallError, CallErrorReceived
 
 # the shared harness: constants, simulate(), record readers, operator helpers
 from ocpp_harness import *  # noqa: F401,F403
@@ -222,7 +212,6 @@ def test_ev_unplug_stops_transaction_with_reason_ev_disconnected():
     assert "Charging" in statuses(csms, 1)
 
 
-@pytest.mark.xfail(strict=True, reason="known gap: cable left in the socket after the car leaves: the controller does not model the socket-side PP once the pilot shows A (next session)")
 def test_ev_side_disconnect_with_cable_left_in_socket_is_finishing_then_available():
     """TC_005_1_CS steps 14-16 (StopTransaction EVDisconnected, then Finishing, then
     Available), standards §5.2 ('StopTransactionOnEVSideDisconnect = true: transaction stopped
@@ -257,7 +246,6 @@ def test_ev_side_disconnect_with_cable_left_in_socket_is_finishing_then_availabl
     assert last_status(csms, 1) == "Available"
 
 
-@pytest.mark.xfail(strict=True, reason="known gap: UnlockConnectorOnEVSideDisconnect is accepted but not applied yet")
 def test_unlock_connector_on_ev_side_disconnect_false_keeps_the_cable_locked():
     """TC_005_2_CS (StopTransactionOnEVSideDisconnect = true, UnlockConnectorOnEVSideDisconnect
     = false), OCPP 1.6 §9.1 UnlockConnectorOnEVSideDisconnect ('When set to true, the Charge
@@ -297,7 +285,6 @@ def test_unlock_connector_on_ev_side_disconnect_false_keeps_the_cable_locked():
     assert locked_after_unlock is False
 
 
-@pytest.mark.xfail(strict=True, reason="known gap: StopTransactionOnEVSideDisconnect=false keeps the session but not the cable lock, and ends Available instead of Finishing")
 def test_ev_side_disconnect_without_stop_keeps_cable_locked_and_remote_stop_finishes():
     """E12 test_ev_side_disconnect_tx_active / TC_005_3_CS (both keys false), standards §5.2
     ('StopTransactionOnEVSideDisconnect = false: SuspendedEV, NoError; tx continues; cable
@@ -339,6 +326,72 @@ def test_ev_side_disconnect_without_stop_keeps_cable_locked_and_remote_stop_fini
     assert stops[0]["reason"] == "Remote"
     assert after_stop == "Finishing"
     assert last_status(csms, 1) == "Available"
+
+
+def test_cable_left_in_socket_by_scenario_then_the_ev_comes_back():
+    """The same situation written in the scenario language (`unplug end=ev`, then `unplug
+    end=socket`), standards §5.2 (Finishing = 'transaction stopped, but the connector is not
+    yet free (cable still in)'; legal transition F2 Finishing -> Preparing): the car is
+    plugged back into the cable left in the socket: a new plug-in, Preparing, and a second
+    transaction on its own tag; taking both ends out at the end frees the connector."""
+    run = simulate("""
+        %s
+        wait 1min
+        unplug end=ev
+        wait_for contactor == open timeout=100ms
+        wait_for sent StopTransaction == 1 timeout=10s
+        wait_for ocpp_status == Finishing timeout=10s
+        wait 1min
+        expect ocpp_status == Finishing
+        plug
+        wait_for ocpp_status == Preparing timeout=10s
+        swipe 04A1B2C3
+        ev_ready
+        wait_for ocpp_status == Charging timeout=10s
+        wait 1min
+        unplug end=ev
+        wait_for ocpp_status == Finishing timeout=10s
+        unplug end=socket
+        wait_for ocpp_status == Available timeout=10s
+        wait_for sent StopTransaction == 2 timeout=10s
+        expect sent StartTransaction == 2
+    """ % CHARGE)
+    run.assert_scenario_held()
+    assert [p["reason"] for p in payloads(run.csms, "StopTransaction")] == [
+        "EVDisconnected", "EVDisconnected"]
+    assert statuses(run.csms, 1) == [
+        "Available", "Preparing", "SuspendedEV", "Charging", "Finishing",
+        "Preparing", "SuspendedEV", "Charging", "Finishing", "Available"]
+
+
+def test_tethered_cable_ev_side_disconnect_is_available_at_once():
+    """Standards §5.2 ('Unplug during tx, StopTransactionOnEVSideDisconnect = true ...
+    tethered cable -> Available (C1)'), standards §2 ('Tethered-cable EVSEs do not use PP'):
+    on a fixed cable the EV leaving frees the connector: StopTransaction(EVDisconnected),
+    then Available, never Finishing, even with UnlockConnectorOnEVSideDisconnect = false
+    (there is no lock). `unplug end=socket` names its file:line: a fixed cable has no
+    socket end."""
+    async def operator(sim, csms):
+        await booted(csms)
+        await configure(csms, UnlockConnectorOnEVSideDisconnect="false")
+
+    run = simulate("""
+        wait_for received ChangeConfiguration == 1 timeout=1min
+        %s
+        wait 1min
+        unplug end=ev
+        wait_for ocpp_status == Available timeout=10s
+        wait_for sent StopTransaction == 1 timeout=10s
+        expect session == idle
+    """ % CHARGE, operator, board=FIXED_CABLE_BOARD)
+    run.assert_scenario_held()
+    assert payloads(run.csms, "StopTransaction")[0]["reason"] == "EVDisconnected"
+    assert "Finishing" not in statuses(run.csms, 1)
+    with pytest.raises(ValueError, match=r"<scenario>:3: connector 1 has a tethered cable"):
+        simulate("""
+            plug
+            unplug end=socket
+        """, board=FIXED_CABLE_BOARD)
 
 
 def test_other_tag_with_same_parent_id_tag_stops_the_transaction():

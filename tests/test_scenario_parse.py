@@ -42,6 +42,8 @@ def error_of(line):
      {"phases": 1, "sleepy": False, "pp": 1_500, "soc": 100}),
     ("unplug", "unplug", (), {}),
     ("unplug connector=2", "unplug", (), {"connector": 2}),
+    ("unplug end=ev", "unplug", (), {"end": "ev"}),
+    ("unplug end=socket connector=2", "unplug", (), {"end": "socket", "connector": 2}),
     ("ev_ready", "ev_ready", (), {}),
     ("ev_pause connector=1", "ev_pause", (), {"connector": 1}),
     ("swipe 04A2B3C4D5E6F7", "swipe", ("04A2B3C4D5E6F7",), {}),
@@ -189,7 +191,9 @@ def test_parse_file_missing_is_an_os_error(tmp_path):
     ("fault", "missing KIND (usage: fault KIND [connector=N])"),
     ("temperature", "missing TEMP (usage: temperature TEMP)"),
     ("wait 5s 6s", "unexpected argument '6s' (usage: wait DURATION)"),
-    ("unplug now please", "unexpected arguments 'now' 'please' (usage: unplug [connector=N])"),
+    ("unplug now please", "unexpected arguments 'now' 'please' (usage: unplug [connector=N]"
+                          " [end=both|ev|socket])"),
+    ("unplug end=car", "end: expected one of both ev socket, got 'car'"),
     ("csms_online 5s", "unexpected argument '5s' (usage: csms_online)"),
     # bad values, passing through what simulator.units says
     ("wait 30x", "expected a duration like 500ms, 30s or 2h, got '30x'"),
@@ -414,7 +418,7 @@ EXAMPLES = {   # one valid spelling per kind, with its parsed value
     "DURATION": ("1.5s", 1_500), "CURRENT": ("6.5A", 6_500), "ENERGY": ("2.5kWh", 2_500),
     "TEMP": ("-5C", -50), "RESISTANCE": ("1.5kohm", 1_500), "PERCENT": ("80%", 80),
     "N": ("2", 2), "1|3": ("3", 3), "yes|no": ("no", False), "TAG": ("ABC123", "ABC123"),
-    "KIND": ("meter_lost", "meter_lost"),
+    "KIND": ("meter_lost", "meter_lost"), "both|ev|socket": ("ev", "ev"),
     "SUBJECT OP VALUE": ("sent Heartbeat >= 2", Condition("sent", "Heartbeat", ">=", 2)),
 }
 

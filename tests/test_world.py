@@ -519,6 +519,49 @@ def test_unplug_returns_to_a():
     assert run(body) == ("unplugged", "A", (12000, -12000), 0, False)
 
 
+def test_cable_left_in_the_socket_keeps_its_pp_until_taken_out():
+    """`unplug end=ev`: the pilot sees no EV, the socket's PP still reads the cable's
+    resistor; the same cable then takes the car back, or leaves the socket (PP open)."""
+    async def body(world, c, loop):
+        ev = Ev()
+        await charging(world, c, ev)
+        c.unplug("ev")
+        left = (c.ev, c.plateaus(), c.powered(), c.pp.read_ohms(), c.cable_in_socket)
+        c.plug(Ev())                         # the car comes back to the same cable
+        back = (c.ev.letter, c.pp.read_ohms())
+        c.unplug("ev")
+        c.unplug("socket")
+        return left, back, (c.pp.read_ohms(), c.cable_in_socket)
+
+    left, back, removed = run(body)
+    assert left == (None, (12000, -12000), False, 220, True)
+    assert back == ("B", 220)
+    assert removed == (None, False)
+
+
+def test_unplug_ends_of_the_cable():
+    """`unplug` (both ends) and `unplug end=socket` free the socket; a tethered cable has
+    no socket end to pull out."""
+    async def socket(world, c, loop):
+        found = []
+        for end in ("both", "socket"):
+            c.plug(Ev())
+            c.unplug(end)
+            found.append((c.ev, c.pp.read_ohms()))
+        return found
+
+    async def tethered(world, c, loop):
+        c.plug(Ev())
+        c.unplug("ev")                       # the cable stays on the charger: plain unplug
+        gone = c.ev
+        with pytest.raises(ValueError, match="tethered cable"):
+            c.unplug("socket")
+        return gone, c.cable_in_socket
+
+    assert run(socket) == [(None, None), (None, None)]
+    assert run(tethered, socket=False) == (None, False)
+
+
 # ------------------------------------------------------------------------------ one machine
 
 def test_one_machine_serves_many_evs():

@@ -291,13 +291,15 @@ def test_authorization_key_is_write_only():
 
 
 def test_security_profile_may_only_be_raised():
+    # Security Whitepaper ed.3 A05.FR.01-05
     c = Config(MemStorage())
     assert c.change("SecurityProfile", "4") == REJECTED
-    assert c.change("SecurityProfile", "0") == ACCEPTED            # unchanged is no lowering
+    assert c.change("SecurityProfile", "0") == REJECTED            # "lower or equal"
     assert c.change("SecurityProfile", "1") == REJECTED            # Basic auth needs a key
     c.change("AuthorizationKey", KEY32)
     assert c.change("SecurityProfile", "2") == REJECTED            # nobody vouches for TLS
     assert c.change("SecurityProfile", "1") == ACCEPTED
+    assert c.change("SecurityProfile", "1") == REJECTED            # no reconnect for nothing
     assert c.change("SecurityProfile", "0") == REJECTED
     asked = []
     c.security_check = lambda profile: asked.append(profile) or profile == 2
@@ -306,9 +308,87 @@ def test_security_profile_may_only_be_raised():
     assert asked == [3, 2]
     assert c.change("SecurityProfile", "1") == REJECTED
     assert c.get("SecurityProfile") == 2
-    # the agent falls back after a failed reconnect (Security Whitepaper §2)
+    # set by the agent on the CSMS's behalf: no only-raise rule
     assert c.set_from_csms("SecurityProfile", 1) is True
     assert c.get("SecurityProfile") == 1
+
+
+def test_a_broken_security_check_rejects_rather_than_fails():
+    c = Config()
+    c.change("AuthorizationKey", KEY32)
+
+    def broken(profile):
+        raise OSError("CA store unreadable")
+    c.security_check = broken
+    assert c.change("SecurityProfile", "2") == REJECTED
+    assert c.get("SecurityProfile") == 0 and len(c.warnings) == 1
+
+
+def test_a_raised_profile_is_on_trial_until_it_connects():
+    """A05.FR.07-09: reconnect with the raised profile; if that does not work, fall back to
+    the previous one (after PROFILE_TRIAL_ATTEMPTS, then every other attempt); once it has
+    connected, it stays."""
+    from agent.config import PROFILE_TRIAL_ATTEMPTS as N
+    storage = MemStorage()
+    c = Config(storage)
+    c.security_check = lambda profile: profile <= 2
+    assert c.profile_to_try(0) == 0 and c.profile_to_try(N + 4) == 0   # no trial
+    c.change("AuthorizationKey", KEY32)
+    assert c.change("SecurityProfile", "1") == ACCEPTED
+    assert c.change("SecurityProfile", "2") == ACCEPTED      # the trial keeps the first one
+    assert [c.profile_to_try(f) for f in range(N + 4)] == [2] * N + [0, 2, 0, 2]
+    seen = []
+    c.on_change.append(lambda key, value: seen.append(key))
+    assert c.connected_with(0) is True                       # fell back
+    assert c.get("SecurityProfile") == 0 and stored(storage)["SecurityProfile"] == "0"
+    assert seen == [] and "fell back" in c.warnings[-1]     # nothing to reconnect for
+    assert c.profile_to_try(N + 2) == 0
+    # a raise that connects is kept for good
+    assert c.change("SecurityProfile", "2") == ACCEPTED
+    assert c.connected_with(2) is False
+    assert [c.profile_to_try(f) for f in range(N + 4)] == [2] * (N + 4)
+    assert c.connected_with(2) is False and c.get("SecurityProfile") == 2
+    # the trial lives in RAM: after a reboot the raised profile is simply in use
+    assert c.change("SecurityProfile", "3") == REJECTED
+    again = Config(storage)
+    assert again.get("SecurityProfile") == 2 and again.profile_to_try(N) == 2
+
+
+def test_provisioned_values_are_not_stored_and_lose_to_the_csms():
+    storage = MemStorage()
+    c = Config(storage)
+    assert c.provision("AuthorizationKey", KEY32) is True
+    assert c.provision("SecurityProfile", 1) is True
+    assert c.get("AuthorizationKey") == KEY32 and c.get("SecurityProfile") == 1
+    assert STORAGE_NAME not in storage.files                 # not stored
+    known, _ = c.get_configuration(["AuthorizationKey", "SecurityProfile"])
+    assert known == [{"key": "AuthorizationKey", "readonly": False},
+                     {"key": "SecurityProfile", "readonly": False, "value": "1"}]
+    assert c.change("SecurityProfile", "1") == REJECTED       # already in use
+    assert c.change("AuthorizationKey", KEY40) == ACCEPTED
+    # next boot, same start-up options: what the CSMS set wins
+    again = Config(storage)
+    again.provision("AuthorizationKey", KEY32)
+    again.provision("SecurityProfile", 1)
+    assert again.get("AuthorizationKey") == KEY40
+    # a profile raised by the CSMS stays raised; one raised locally beats a lower stored one
+    again.security_check = lambda profile: True
+    assert again.change("SecurityProfile", "2") == ACCEPTED
+    third = Config(storage)
+    third.provision("SecurityProfile", 1)
+    assert third.get("SecurityProfile") == 2
+    third.provision("SecurityProfile", 3)
+    assert third.get("SecurityProfile") == 3
+    # nor below the board's default
+    board = Config(defaults={"SecurityProfile": 2})
+    assert board.provision("SecurityProfile", 1) is True
+    assert board.get("SecurityProfile") == 2
+    # a value the table does not take is ignored, and the warning never shows a key
+    assert c.provision("AuthorizationKey", "my-plain-password") is False
+    assert c.provision("SecurityProfile", 7) is False
+    assert c.provision("NumberOfConnectors", 4) is False
+    assert c.get("AuthorizationKey") == KEY40 and c.get("SecurityProfile") == 1
+    assert "my-plain-password" not in " ".join(c.warnings)
 
 
 def test_measurand_lists_phases_and_max_length():
