@@ -37,15 +37,17 @@ CHANGE_FED = (
 
 
 class ConnectorRuntime:
-    __slots__ = ("agent", "evse", "hw", "waker", "sleep_until", "last", "poll_ms")
+    __slots__ = ("agent", "evse", "hw", "waker", "sleep_until", "last", "poll_ms",
+                 "idle_poll_ms")
 
-    def __init__(self, agent, evse, hardware, poll_ms):
+    def __init__(self, agent, evse, hardware, poll_ms, idle_poll_ms=None):
         self.agent = agent
         self.evse = evse
         self.hw = hardware
         self.waker = Waker()
         self.sleep_until = None
         self.poll_ms = poll_ms
+        self.idle_poll_ms = idle_poll_ms or poll_ms
         self.last = {}
 
     def read_inputs(self, now):
@@ -104,7 +106,9 @@ class ConnectorRuntime:
             agent.service(now)
             deadline = evse.next_deadline()
             if self.poll_ms:
-                tick = now + self.poll_ms
+                # polled inputs: fast while the contactor is closed (every reason to open it
+                # is seen within poll_ms), slower with no power flowing, to spare the CPU
+                tick = now + (self.poll_ms if evse.contactor_closed else self.idle_poll_ms)
                 if deadline is None or tick < deadline:
                     deadline = tick
             self.sleep_until = deadline
@@ -137,13 +141,13 @@ class ConnectorRuntime:
 class Agent:
     """All connectors of one station, the station logic, and whoever watches (timeline, OCPP)."""
 
-    def __init__(self, station, hardware, poll_ms=0, now_ms=None):
+    def __init__(self, station, hardware, poll_ms=0, now_ms=None, idle_poll_ms=None):
         self.station = station
         self.runtimes = []
         self.by_connector = {}
         for connector_id in sorted(station.evses):
             runtime = ConnectorRuntime(self, station.evses[connector_id],
-                                       hardware[connector_id], poll_ms)
+                                       hardware[connector_id], poll_ms, idle_poll_ms)
             self.runtimes.append(runtime)
             self.by_connector[connector_id] = runtime
         self.observers = []      # called with (evse or None, event) for every event

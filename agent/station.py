@@ -11,11 +11,12 @@ PENDING = "Pending"
 
 
 class LocalAuthorizer:
-    """Free charging (every plug-in starts a session as `free_tag`) or an allow-list."""
+    """Free charging (every plug-in starts a session as `free_tag`), an allow-list, or
+    "csms": the CSMS decides (OCPP replaces this authorizer); without one nobody charges."""
 
     def __init__(self, mode="free", id_tags=(), free_tag="FREE"):
-        if mode not in ("free", "list"):
-            raise ValueError("authorization mode must be 'free' or 'list'")
+        if mode not in ("free", "list", "csms"):
+            raise ValueError("authorization mode must be 'free', 'list' or 'csms'")
         self.mode = mode
         self.id_tags = set(id_tags)
         self.free_tag = free_tag
@@ -142,6 +143,7 @@ def station_from_board(board):
     from agent.evse import Evse
     from agent.params import Params
     params = Params(board.get("timing"))
+    has_meter = board.get("meter", {}).get("model", "sim") != "none"
     evses = []
     for c in board["connectors"]:
         evses.append(Evse(
@@ -149,7 +151,7 @@ def station_from_board(board):
             phases=c["phases"], socket=c["type"] == "socket",
             cable_max_current_ma=c.get("cable_max_current"), ventilation=c["ventilation"],
             contactor_feedback=c["contactor_feedback"], lock_feedback=c["lock_feedback"],
-            supports_state_e=c.get("state_e", False)))
+            supports_state_e=c.get("state_e", False), has_meter=has_meter))
     auth = board.get("authorization", {})
     authorizer = LocalAuthorizer(auth.get("mode", "free"), auth.get("id_tags", ()),
                                  auth.get("free_tag", "FREE"))

@@ -69,6 +69,37 @@ class OcppOptions:
         self.state_dir = state_dir
 
 
+def world_from_board(board, meter_dir=None):
+    """The simulated hardware a board file describes. With `meter_dir` the meters' energy
+    registers persist there (a resumed charger's meter does not start from zero)."""
+    sim = board.get("sim", {})
+    world = World()
+    for c in board["connectors"]:
+        connector = SimConnector(world, c["id"], phases=c["phases"],
+                                 socket=c["type"] == "socket", ventilation=c["ventilation"],
+                                 contactor_feedback=c["contactor_feedback"],
+                                 noise_mv=sim.get("noise_mv", 0),
+                                 seed=sim.get("seed", 1) + c["id"])
+        connector.contactor.close_ms = sim.get("contactor_close", 30)
+        connector.contactor.open_ms = sim.get("contactor_open", 20)
+        if meter_dir:
+            connector.meter = SimMeter(connector, register_path=os.path.join(
+                meter_dir, "sim-meter-%d.json" % c["id"]))
+        world.add(connector)
+    return world
+
+
+def new_ev(board, options=None):
+    """An EV with the board's [sim] defaults, overridden by scenario options."""
+    options, sim = options or {}, board.get("sim", {})
+    return Ev(capacity_wh=options.get("capacity", sim.get("ev_capacity", 60000)),
+              soc_permille=options.get("soc", sim.get("ev_soc", 20)) * 10,
+              max_current_ma=options.get("max_current", sim.get("ev_max_current", 32000)),
+              phases=options.get("phases", sim.get("ev_phases", 3)),
+              delay_ms=options.get("delay", sim.get("ev_delay", 500)),
+              sleepy=options.get("sleepy", False))
+
+
 class Simulation:
     def __init__(self, board, realtime=False, timeline=None, ocpp=None):
         self.board = board
@@ -89,22 +120,8 @@ class Simulation:
     # ------------------------------------------------------------------ building
     def build(self):
         """The world (once) and the first boot of the agent."""
-        board, sim = self.board, self.board.get("sim", {})
-        self.world = World()
-        for c in board["connectors"]:
-            connector = SimConnector(self.world, c["id"], phases=c["phases"],
-                                     socket=c["type"] == "socket",
-                                     ventilation=c["ventilation"],
-                                     contactor_feedback=c["contactor_feedback"],
-                                     noise_mv=sim.get("noise_mv", 0),
-                                     seed=sim.get("seed", 1) + c["id"])
-            connector.contactor.close_ms = sim.get("contactor_close", 30)
-            connector.contactor.open_ms = sim.get("contactor_open", 20)
-            if self.ocpp is not None and self.ocpp.state_dir:
-                # a --state run resumes a charger: its meter's registers persist as well
-                connector.meter = SimMeter(connector, register_path=os.path.join(
-                    self.ocpp.state_dir, "sim-meter-%d.json" % c["id"]))
-            self.world.add(connector)
+        meter_dir = self.ocpp.state_dir if self.ocpp is not None else None
+        self.world = world_from_board(self.board, meter_dir)
         self.boot_agent()
         self.timeline.attach(self)
         return self
@@ -123,32 +140,20 @@ class Simulation:
             self.agent.hooks.append(self._poke)
 
     def _boot_ocpp(self, station):
-        from agent.config import Config
-        from agent.journal import Journal
-        from agent.ocpp16 import ChargePoint16
+        from agent.charger import attach_ocpp16
         from agent.ocpp_schemas import SchemaValidator
-        from agent.rpc import Rpc
         from agent.transport_ws import Connection
         from hal.storage_fs import FileStorage, MemoryStorage
-        options, identity = self.ocpp, self.board.get("station", {})
+        options = self.ocpp
         if self.storage is None:
             self.storage = FileStorage(options.state_dir) if options.state_dir else \
                 MemoryStorage()
-        config = Config(self.storage, number_of_connectors=len(station.evses),
-                        phases=self.board["connectors"][0]["phases"])
-        journal = Journal(self.storage)
-        now = self.world.now_ms()
-        wall = int(time.time() * 1000) - now
-        self.cp = ChargePoint16(station, config, journal, storage=self.storage,
-                                identity=identity, wall_ms=wall, boot_count=self.boots)
-        self.cp.attach(Rpc(None, validator=SchemaValidator(options.version),
-                           lenient=options.lenient, id_prefix="%d-" % self.boots))
+        wall = int(time.time() * 1000) - self.world.now_ms()
+        self.cp = attach_ocpp16(self.agent, self.board, self.storage, wall_ms=wall,
+                                boot_count=self.boots,
+                                validator=SchemaValidator(options.version),
+                                lenient=options.lenient, id_prefix="%d-" % self.boots)
         self.cp.log = self.timeline.ocpp_event
-        # a free-charging board stays free: transactions start with its free tag
-        self.cp.free = station.authorizer.free
-        self.cp.free_tag = station.authorizer.free_tag
-        station.authorizer = self.cp
-        self.agent.observers.append(self.cp.on_event)
         self.connection = Connection(
             self.cp, self.agent, options.url, options.charge_point_id, options.version,
             auth_key=options.auth_key, cafile=options.cafile, log=self.timeline.note)
@@ -164,14 +169,7 @@ class Simulation:
             raise ValueError("the board has no connector %d" % connector_id) from None
 
     def new_ev(self, options):
-        sim = self.board.get("sim", {})
-        soc = options.get("soc", sim.get("ev_soc", 20))
-        return Ev(capacity_wh=options.get("capacity", sim.get("ev_capacity", 60000)),
-                  soc_permille=soc * 10,
-                  max_current_ma=options.get("max_current", sim.get("ev_max_current", 32000)),
-                  phases=options.get("phases", sim.get("ev_phases", 3)),
-                  delay_ms=options.get("delay", sim.get("ev_delay", 500)),
-                  sleepy=options.get("sleepy", False))
+        return new_ev(self.board, options)
 
     # ------------------------------------------------------------------ running
     def _observe(self, evse, event):
@@ -193,8 +191,9 @@ class Simulation:
             self.csms = await LocalCsms(clock=lambda: datetime.datetime.fromtimestamp(
                 wall_at_zero + loop.time(), datetime.timezone.utc)).start()
             self.ocpp.url = self.csms.url
-        if self.ocpp is not None and self.ocpp.charge_point_id is None:
-            self.ocpp.charge_point_id = self.board.get("station", {}).get("serial", "SIM-0001")
+        if self.ocpp is not None:
+            from agent.charger import station_identity
+            self.ocpp.charge_point_id = station_identity(self.board, self.ocpp.charge_point_id)
         self._changed = asyncio.Event()
         self.build()
         self.world.bind()

@@ -46,6 +46,20 @@ def describe(event):
     return " ".join(str(d) for d in (kind,) + data)
 
 
+def describe_ocpp(event):
+    """Human text for one OCPP event: `-> Action {payload}` out, `<- ...` in, or a note."""
+    kind = event[0]
+    if kind not in ("sent", "received"):
+        return "OCPP %s: %s" % (kind, " ".join(str(d) for d in event[1:]))
+    message_type, action, payload = event[1], event[2], event[3]
+    arrow = "->" if kind == "sent" else "<-"
+    label = {2: action, 3: action + " result", 4: "CALLERROR " + action}[message_type]
+    text = json.dumps(payload, separators=(",", ":"))
+    if len(text) > 160:
+        text = text[:157] + "..."
+    return "%s %s %s" % (arrow, label, text)
+
+
 class Timeline:
     def __init__(self, out=None, realtime=False, quiet=False):
         self.out = out if out is not None else sys.stdout
@@ -149,17 +163,12 @@ class Timeline:
         kind = event[0]
         if kind in ("sent", "received"):
             message_type, action, payload = event[1], event[2], event[3]
-            arrow = "->" if kind == "sent" else "<-"
-            label = {2: action, 3: action + " result", 4: "CALLERROR " + action}[message_type]
-            text = json.dumps(payload, separators=(",", ":"))
-            if len(text) > 160:
-                text = text[:157] + "..."
             self.rows.append({"time_ms": now, "ocpp": kind, "message_type": message_type,
                               "action": action, "payload": payload})
             self.flush()
-            self._print("%-12s  %s %s %s" % (self.stamp(now), arrow, label, text))
+            self._print("%-12s  %s" % (self.stamp(now), describe_ocpp(event)))
         else:
-            self.note("OCPP %s: %s" % (kind, " ".join(str(d) for d in event[1:])))
+            self.note(describe_ocpp(event))
 
     def summary(self, expectations):
         self.flush()

@@ -67,6 +67,9 @@ def test_sim_board_normalises_to_integers():
                 "ev_max_current": 32000, "ev_phases": 3, "ev_delay": 500,
                 "contactor_close": 30, "contactor_open": 20},
         "timing": {},
+        "linux": {"sysfs": "/sys", "poll": 2, "idle_poll": 20, "watchdog": None},
+        "ocpp": {"csms": None, "id": None, "auth_key": None, "ca": None},
+        "storage": {"dir": None},
         "connectors": [{"id": 1, "type": "socket", "max_current": 32000,
                         "cable_max_current": None, "phases": 3, "ventilation": False,
                         "contactor_feedback": True, "lock_feedback": True, "state_e": False}],
@@ -222,7 +225,8 @@ def test_unknown_key_in_second_connector(tmp_path):
 def test_unknown_table(tmp_path):
     path, problem = only_problem(tmp_path, MINIMAL + "\n[statoin]\nvendor = \"x\"\n")
     assert problem == ("%s:7: statoin: unknown table [statoin] (known: [authorization], "
-                       "[meter], [sim], [station], [timing], [[connectors]])" % path)
+                       "[linux], [meter], [ocpp], [sim], [station], [storage], [timing], "
+                       "[[connectors]])" % path)
 
 
 def test_unknown_timing_parameter(tmp_path):

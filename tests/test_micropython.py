@@ -14,11 +14,13 @@ import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # Heap budgets (-X heapsize), measured by bisection on the unix port, code compiled from .py:
-# tests/portable needs 184k (tests/mp_run.py unloads each test file's imports; the peak is
-# compiling a test module while the core is loaded); the normal-session replay needs 133k
-# (`python -m tools.bench heap`; 99k from mpy-cross .mpy). The budgets leave ~40 % headroom:
-# a change that grows the core's RAM by that much fails here and has to say why.
-PORTABLE_HEAP = "256k"
+# tests/portable needs 240k (tests/mp_run.py unloads each test file's imports; the peak is
+# compiling a test module while the core and the OCPP stack are loaded: it grew from 184k
+# with the charger assembly, security-profile and cable-in-socket tests); the normal-session
+# replay needs 133k (`python -m tools.bench heap`; 99k from mpy-cross .mpy). The budgets
+# leave ~30 % headroom: a change that grows the core's RAM by that much fails here and has to
+# say why.
+PORTABLE_HEAP = "320k"
 REPLAY_HEAP = "192k"
 
 

@@ -10,6 +10,7 @@ import re
 import tomllib
 
 from agent import params as params_table
+from hal import linux as linux_names
 from simulator import units
 
 HALS = ("simulator", "linux", "micropython", "unix")
@@ -59,6 +60,42 @@ def _quantity(parse, low, high, unit):
     return check
 
 
+def _path(value):
+    if not isinstance(value, str) or not value.startswith("/"):
+        raise ValueError("must be an absolute path, got %r" % (value,))
+    return value
+
+
+def _url(value):
+    if not isinstance(value, str) or not re.match(r"^wss?://[^/\s]+", value):
+        raise ValueError("must be a ws:// or wss:// URL, got %r" % (value,))
+    return value
+
+
+def _device(pattern, example):
+    def check(value):
+        if not isinstance(value, str) or not pattern.match(value):
+            raise ValueError("must name a device like %r, got %r" % (example, value))
+        return value
+    return check
+
+
+def _calibration(value):
+    """Two [adc_mv, pilot_mv] points, e.g. [[0, -12000], [3300, 12000]]."""
+    try:
+        (a_adc, a_value), (b_adc, b_value) = value
+        numbers = (a_adc, a_value, b_adc, b_value)
+    except (TypeError, ValueError):
+        numbers = ()
+    if len(numbers) != 4 or not all(isinstance(n, (int, float)) and not isinstance(n, bool)
+                                    for n in numbers):
+        raise ValueError("must be two [adc_mv, pilot_mv] points, e.g. "
+                         "[[0, -12000], [3300, 12000]]")
+    if a_adc == b_adc or a_value == b_value:
+        raise ValueError("the two points must differ in both adc_mv and pilot_mv")
+    return [[a_adc, a_value], [b_adc, b_value]]
+
+
 def _id_tags(value):
     if not isinstance(value, list) or not all(isinstance(t, str) and 0 < len(t) <= 20
                                               for t in value):
@@ -79,10 +116,19 @@ TOP = (
     ("station", "model", _string(20), "simulated"),
     ("station", "serial", _string(25), "SIM-0001"),
     ("station", "firmware", _string(50), "0.1.0"),
-    ("authorization", "mode", _choice("free", "list"), "free"),
+    ("authorization", "mode", _choice("free", "list", "csms"), "free"),
     ("authorization", "id_tags", _id_tags, []),
     ("authorization", "free_tag", _string(20), "FREE"),
-    ("meter", "model", _string(32), "sim"),
+    ("meter", "model", _string(32), "sim"),     # "none": no meter (later: Modbus profiles)
+    ("linux", "sysfs", _path, "/sys"),
+    ("linux", "poll", _quantity(units.parse_duration, 1, 100, "s"), 2),         # charging
+    ("linux", "idle_poll", _quantity(units.parse_duration, 1, 100, "s"), 20),   # no power
+    ("linux", "watchdog", _path, None),        # e.g. "/dev/watchdog0"
+    ("ocpp", "csms", _url, None),
+    ("ocpp", "id", _string(48), None),
+    ("ocpp", "auth_key", _string(40), None),
+    ("ocpp", "ca", _path, None),
+    ("storage", "dir", _path, None),
     ("sim", "noise_mv", _integer(0, 2000), 0),
     ("sim", "seed", _integer(0, 2 ** 31), 1),
     ("sim", "ev_capacity", _quantity(units.parse_energy, 1000, 300000000, "kWh"), 60000),
@@ -104,7 +150,36 @@ CONNECTOR = (
     ("lock_feedback", _boolean, True),
     ("state_e", _boolean, False),
 )
-TABLES = {"", "station", "authorization", "meter", "sim", "timing"}
+TABLES = {"", "station", "authorization", "meter", "sim", "timing", "linux", "ocpp", "storage"}
+
+# [connectors.linux]: where a connector's parts are wired on a Linux board (hal/linux.py)
+PWM, GPIO, IIO = (_device(linux_names.PWM_NAME, "pwmchip0/pwm0"),
+                  _device(linux_names.GPIO_NAME, "gpio17"),
+                  _device(linux_names.IIO_NAME, "iio:device0/in_voltage0"))
+LINUX_PINS = (
+    ("pilot_pwm", PWM, REQUIRED),
+    ("pilot_adc_high", IIO, REQUIRED),       # peak-hold of the high plateau
+    ("pilot_adc_low", IIO, REQUIRED),        # valley-hold of the low plateau
+    ("pilot_calibration", _calibration, REQUIRED),
+    ("pilot_inverted", _boolean, False),
+    ("contactor", GPIO, REQUIRED),
+    ("contactor_feedback", GPIO, None),
+    ("rcd_trip", GPIO, None),
+    ("rcd_test", GPIO, None),
+    ("rcd_reset", GPIO, None),
+    ("lock", GPIO, None),
+    ("lock_feedback", GPIO, None),
+    ("pp_adc", IIO, None),
+    ("pp_pullup_ohms", _integer(100, 100000), 1000),
+    ("pp_reference_mv", _integer(1000, 12000), 3300),
+)
+# (connector key, value, pin that must then be wired, why)
+LINUX_NEEDS = (
+    ("contactor_feedback", True, "contactor_feedback", "contactor_feedback = true"),
+    ("lock_feedback", True, "lock_feedback", "lock_feedback = true"),
+    ("type", "socket", "lock", "a socket locks the plug"),
+    ("type", "socket", "pp_adc", "a socket reads the cable's PP resistor"),
+)
 
 
 class BoardError(Exception):
@@ -128,7 +203,10 @@ def _key_lines(text):
             lines[(table, index, "")] = number
         elif header:
             table, index = header.group(1), None
-            lines[(table, None, "")] = number
+            parent = table.split(".")[0]
+            if "." in table and counts.get(parent):
+                index = counts[parent] - 1        # [connectors.linux] of the last connector
+            lines[(table, index, "")] = number
         else:
             key = re.match(r"([\w\-]+)\s*=", stripped)
             if key:
@@ -159,7 +237,9 @@ def validate(document, path="<board>", key_lines=None):
 
     def where(table, key, index=None):
         line = key_lines.get((table, index, key)) or key_lines.get((table, index, "")) or 1
-        name = (table + "." if table else "") + ("%d." % index if index is not None else "")
+        parent, _, child = table.partition(".")
+        name = (parent + "." if parent else "") + ("%d." % index if index is not None else "") + \
+            (child + "." if child else "")
         return "%s:%d: %s%s" % (path, line, name, key)
 
     top_keys = {key for table, key, _, _ in TOP if table == ""}
@@ -235,8 +315,14 @@ def validate(document, path="<board>", key_lines=None):
             else:
                 connector[key] = default
         for key in section:
-            if key not in {k for k, _, _ in CONNECTOR}:
+            if key not in {k for k, _, _ in CONNECTOR} and key != "linux":
                 problems.append("%s: unknown key" % where("connectors", key, index))
+        if board.get("hal") == "linux":
+            connector["linux"] = _linux_pins(section.get("linux"), connector, index, where,
+                                             problems)
+        elif "linux" in section:
+            problems.append("%s: only for hal = \"linux\"" %
+                            where("connectors.linux", "", index).rstrip("."))
         if connector.get("id") in seen:
             problems.append("%s: duplicate connector id %d" % (
                 where("connectors", "id", index), connector["id"]))
@@ -250,6 +336,35 @@ def validate(document, path="<board>", key_lines=None):
     if problems:
         raise BoardError(problems)
     return board
+
+
+def _linux_pins(section, connector, index, where, problems):
+    """A connector's [connectors.linux] table: every pin named, and every part the
+    connector says it has is wired."""
+    if not isinstance(section, dict):
+        problems.append("%s: a [connectors.linux] table is required with hal = \"linux\"" %
+                        where("connectors", "id", index))
+        return {}
+    pins = {}
+    for key, check, default in LINUX_PINS:
+        if key in section:
+            try:
+                pins[key] = check(section[key])
+            except ValueError as error:
+                problems.append("%s: %s" % (where("connectors.linux", key, index), error))
+        elif default is REQUIRED:
+            problems.append("%s: missing (required)" % where("connectors.linux", key, index))
+        else:
+            pins[key] = default
+    for key in section:
+        if key not in {k for k, _, _ in LINUX_PINS}:
+            problems.append("%s: unknown key (known: %s)" % (
+                where("connectors.linux", key, index),
+                ", ".join(k for k, _, _ in LINUX_PINS)))
+    for connector_key, value, pin, why in LINUX_NEEDS:
+        if connector.get(connector_key) == value and not section.get(pin):
+            problems.append("%s: missing (%s)" % (where("connectors.linux", pin, index), why))
+    return pins
 
 
 def find(name_or_path):

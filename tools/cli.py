@@ -2,6 +2,7 @@
 
     evse demo                         one full charging session on the simulated board
     evse sim --scenario FILE          the real agent on the simulated board, scripted
+    evse run --board FILE             the agent on a real board (long-running)
     evse diagram                      the controller's state tables as Mermaid
 """
 import argparse
@@ -116,6 +117,39 @@ def cmd_demo(args):
     return cmd_sim(args)
 
 
+def cmd_run(args):
+    from tools import boardfile
+    from tools.run import RunOptions, serve
+    try:
+        board = boardfile.load(boardfile.find(args.board))
+    except boardfile.BoardError as error:
+        print("evse run: %s" % error, file=sys.stderr)
+        return EXIT_BAD_INPUT
+    ocpp = board["ocpp"]
+    args.csms = args.csms or ocpp["csms"]
+    args.auth_key = args.auth_key or ocpp["auth_key"]
+    args.ca = args.ca or ocpp["ca"]
+    args.state = args.state or board["storage"]["dir"]
+    if not args.no_ocpp:
+        problem = _ocpp_option_problem(args) or (
+            None if args.csms else "no CSMS: set [ocpp] csms in the board file or --csms URL "
+            "(or --no-ocpp)") or (
+            None if args.state else "no place for persistent state (transactions, config): "
+            "set [storage] dir in the board file or --state DIR")
+        if problem:
+            print("evse run: %s" % problem, file=sys.stderr)
+            return EXIT_BAD_INPUT
+    options = RunOptions(csms=args.csms, charge_point_id=args.id, auth_key=args.auth_key,
+                         cafile=args.ca, state_dir=args.state, lenient=args.lenient,
+                         ocpp=not args.no_ocpp)
+    try:
+        return serve(board, options)
+    except (OSError, RuntimeError) as error:
+        # the board is not what its file says (no such PWM chip, GPIO busy, ...)
+        print("evse run: %s: %s" % (board["path"], error), file=sys.stderr)
+        return EXIT_BAD_INPUT
+
+
 def cmd_diagram(args):
     from agent.evse import CP_MACHINE, SESSION_MACHINE
     machines = {"cp": CP_MACHINE, "session": SESSION_MACHINE}
@@ -184,6 +218,30 @@ def parser():
         "board in virtual time, with a readable timeline.")
     demo.add_argument("--board", default="sim", metavar="FILE", help=argparse.SUPPRESS)
     demo.set_defaults(func=cmd_demo)
+
+    run = commands.add_parser(
+        "run", help="run the agent on a real board (long-running)",
+        description="Run the agent on the board its file describes (hal = \"linux\": sysfs "
+        "PWM, GPIO and IIO ADC), connected to the CSMS from the board's [ocpp] table. "
+        "Runs until SIGTERM or Ctrl-C, which end transactions (reason Reboot), open the "
+        "contactors and exit 0. Exit 2 on a bad board file or missing hardware.",
+        epilog="Example boards: boards/rpi-pilot-hat.toml. Flags override the board file.")
+    run.add_argument("--board", required=True, metavar="FILE",
+                     help="board file or bundled board name")
+    run.add_argument("--csms", metavar="URL",
+                     help="CSMS base URL (/ID appended) or template with {id}")
+    run.add_argument("--id", metavar="ID", help="charge point id (default: [ocpp] id, else "
+                     "the board's station serial)")
+    run.add_argument("--auth-key", metavar="KEY",
+                     help="AuthorizationKey for HTTP Basic auth (security profile 1)")
+    run.add_argument("--ca", metavar="FILE", help="CA certificate file for wss://")
+    run.add_argument("--state", metavar="DIR",
+                     help="persistent state folder (default: the board's [storage] dir)")
+    run.add_argument("--lenient", action="store_true",
+                     help="log schema violations from the CSMS instead of rejecting them")
+    run.add_argument("--no-ocpp", action="store_true",
+                     help="no CSMS: local authorization from the board file")
+    run.set_defaults(func=cmd_run)
 
     diagram = commands.add_parser(
         "diagram", help="print the controller's state tables as Mermaid",
