@@ -93,8 +93,18 @@ class ConnectorRuntime:
             if hw.rcd is not None:
                 self.evse.rcd_selftest_result(now, hw.rcd.self_test())
 
+    def assert_outputs(self, now):
+        """Put the controller's outputs on the hardware as they stand, whatever a previous
+        run left there: after a reboot a lock may still be closed, a PWM still running."""
+        evse = self.evse
+        for command in ((evse_mod.PILOT, (evse.pilot_mode, evse.duty)),
+                        (evse_mod.CONTACTOR, evse.contactor_closed),
+                        (evse_mod.LOCK, evse.locked)):
+            self.apply(command, now)
+
     async def safety_loop(self):
         agent, evse, waker = self.agent, self.evse, self.waker
+        self.assert_outputs(agent.now_ms())
         for device in (self.hw.pilot, self.hw.contactor, self.hw.rcd, self.hw.lock,
                        self.hw.pp, self.hw.thermometer):
             if device is not None:

@@ -94,8 +94,6 @@ def _ocpp_option_problem(args):
         url = urlsplit(args.csms.replace("{id}", "ID"))
         if url.scheme not in ("ws", "wss") or not url.hostname:
             return "--csms %s: expected ws://HOST[:PORT]/PATH or wss://..." % args.csms
-        if args.ca and url.scheme != "wss":
-            return "--ca needs a wss:// CSMS URL (TLS, security profile 2)"
     if args.ca and not os.path.isfile(args.ca):
         return "--ca %s: no such file" % args.ca
     if args.auth_key is not None and \
@@ -200,7 +198,8 @@ def parser():
     ocpp.add_argument("--auth-key", metavar="KEY",
                       help="AuthorizationKey for HTTP Basic auth (security profile 1)")
     ocpp.add_argument("--ca", metavar="FILE",
-                      help="CA certificate file for wss:// (security profile 2)")
+                      help="CA certificate file for wss:// (security profile 2); with ws:// "
+                      "it is kept for a later SecurityProfile raise by the CSMS")
     ocpp.add_argument("--lenient", action="store_true",
                       help="log schema violations from the CSMS instead of rejecting them")
     ocpp.add_argument("--state", metavar="DIR",
