@@ -33,6 +33,7 @@ LOCK = "lock"            # (LOCK, locked)
 RCD_RESET = "rcd_reset"
 RCD_SELFTEST = "rcd_selftest"
 READ_PP = "read_pp"      # read the proximity pilot now (at plug-in, before offering current)
+METER_READ = "meter_read"  # read the meter now (the stop reading of a session)
 
 # stop reasons (OCPP maps them to its own names)
 STOP_LOCAL = "local"
@@ -163,6 +164,7 @@ TIMERS = {
     "lock_feedback": "_timer_lock_feedback",
     "over_current": "_timer_over_current",
     "meter": "_timer_meter",
+    "stop_reading": "_timer_stop_reading",
     "connection": "_timer_connection",
     "rcd_selftest": "_timer_rcd_selftest",
     "pp": "_timer_pp",
@@ -205,7 +207,7 @@ class Evse:
     def __init__(self, params, connector_id=1, max_current_ma=32000, phases=3,
                  socket=True, cable_max_current_ma=None, ventilation=False,
                  contactor_feedback=True, lock_feedback=False, has_meter=True,
-                 has_rcd=True, supports_state_e=False):
+                 has_rcd=True, supports_state_e=False, meter_lost_continues=False):
         self.params = params
         self.connector_id = connector_id
         self.max_current_ma = max_current_ma
@@ -216,6 +218,13 @@ class Evse:
         self.has_contactor_feedback = contactor_feedback
         self.has_lock_feedback = lock_feedback
         self.has_meter = has_meter
+        # a lost meter stops charging (fault meter_lost), or, where the operator chose so,
+        # charging goes on with the energy estimated from the last power reading (flagged)
+        self.meter_lost_continues = meter_lost_continues
+        self.meter_lost_since = None    # estimating since (ms), with meter_lost_continues
+        self.estimate_power_w = 0       # the last power the meter read
+        self.estimate_wms = 0           # estimated energy since then, W x ms
+        self.estimate_since = None
         self.has_rcd = has_rcd
         self.supports_state_e = supports_state_e
 
@@ -239,6 +248,7 @@ class Evse:
         self.session_started_ms = None
         self.energy_start_wh = None
         self.energy_stop_wh = None
+        self.stop_pending = None        # (reason, since ms): the stop reading is awaited
         self.has_charged = False
         self.wakeup_done = False
         self.pending_tag = None
@@ -328,10 +338,30 @@ class Evse:
     def session_energy_wh(self):
         """Energy of the current session, or of the last one once it ended (frozen at the
         stop reading, as the transaction's meterStop is)."""
-        end = self.energy_wh if self.energy_stop_wh is None else self.energy_stop_wh
+        end = self.energy_register_wh() if self.energy_stop_wh is None else self.energy_stop_wh
         if self.energy_start_wh is None or end is None:
             return 0
         return end - self.energy_start_wh
+
+    def energy_estimated_wh(self):
+        """Energy added by estimate since the meter was lost (meter_lost_continues): the
+        last power it read while the contactor is closed, in integer W x ms; 0 with a
+        working meter."""
+        self._accrue_estimate(self.now)
+        return self.estimate_wms // 3600000
+
+    def _accrue_estimate(self, now):
+        if self.meter_lost_since is None:
+            return
+        if self.contactor_closed:
+            self.estimate_wms += self.estimate_power_w * (now - self.estimate_since)
+        self.estimate_since = now
+
+    def energy_register_wh(self):
+        """The meter's import register as last read, plus any estimate while it is lost."""
+        if self.energy_wh is None:
+            return None
+        return self.energy_wh + self.energy_estimated_wh()
 
     # guards (named in the tables)
     def pre_authorized(self):
@@ -428,6 +458,16 @@ class Evse:
         if self.has_meter:
             self._timers["meter"] = now + self.params.meter_timeout_ms
             self._condition_gone("meter_lost")
+            if self.meter_lost_since is not None:
+                # its register counted on meanwhile: the estimate gives way to it
+                self.meter_lost_since = self.estimate_since = None
+                self.estimate_wms = 0
+                self._event("meter_estimating", False)
+        if sample.power_w is not None:
+            self.estimate_power_w = max(0, sample.power_w)
+        taken = now if sample.timestamp_ms is None else sample.timestamp_ms
+        if self.stop_pending is not None and taken >= self.stop_pending[1]:
+            self._report_stop(self.stop_pending[0])
         self._check_over_current(now, sample)
         # A reading that raised, cleared or started nothing cannot change an output; skip the
         # derivation (once per second for hours) unless a timer is due anyway.
@@ -654,6 +694,8 @@ class Evse:
                     % (tag, self.params.connection_timeout_ms // 1000))
 
     def start_session(self, tag):
+        if self.stop_pending is not None:
+            self._report_stop(self.stop_pending[0])     # the previous session ends first
         if tag is None:
             tag = self.pending_tag
         self.pending_tag = None
@@ -664,7 +706,7 @@ class Evse:
         self.session_ended_occupied = False
         self.session_tag = tag
         self.session_started_ms = self.now
-        self.energy_start_wh = self.energy_wh
+        self.energy_start_wh = self.energy_register_wh()
         self.energy_stop_wh = None
         self.has_charged = False
         self.wakeup_done = False
@@ -687,9 +729,22 @@ class Evse:
         if not self.session_active:
             return
         self.session_active = False
-        self.energy_stop_wh = self.energy_wh
         for name in ("wakeup", "paused_by_ev"):
             self._timers.pop(name, None)
+        if self.has_meter and self.params.stop_reading_timeout_ms and \
+                "meter_lost" not in self.faults and self.meter_lost_since is None:
+            # the stop reading (meterStop) must be taken after the stop: a sample up to a
+            # poll period old would leave the last second of energy out of the transaction
+            self.stop_pending = (reason, self.now)
+            self._commands.append((METER_READ, None))
+            self._timers["stop_reading"] = self.now + self.params.stop_reading_timeout_ms
+        else:
+            self._report_stop(reason)
+
+    def _report_stop(self, reason):
+        self.stop_pending = None
+        self._timers.pop("stop_reading", None)
+        self.energy_stop_wh = self.energy_register_wh()
         self._event("session_ended", reason, self.session_energy_wh())
 
     def schedule_disable(self, _):
@@ -784,7 +839,23 @@ class Evse:
             self._raise("pp_fault")
 
     def _timer_meter(self, now):
-        self._raise("meter_lost")
+        if self.meter_lost_continues:
+            if self.meter_lost_since is None:
+                self.meter_lost_since = self.estimate_since = now
+                self.estimate_wms = 0
+                self._event("meter_estimating", True)
+                self._event("info", "meter lost: charging goes on, energy estimated from "
+                            "%d W" % self.estimate_power_w)
+        else:
+            self._raise("meter_lost")
+        if self.stop_pending is not None:
+            self._report_stop(self.stop_pending[0])
+
+    def _timer_stop_reading(self, now):
+        if self.stop_pending is not None:
+            self._event("info", "no fresh meter reading within %d ms of the stop: the last "
+                        "one stands" % self.params.stop_reading_timeout_ms)
+            self._report_stop(self.stop_pending[0])
 
     def _timer_connection(self, now):
         if self.pending_tag is not None:
@@ -855,6 +926,7 @@ class Evse:
 
         closed = self._contactor_wanted(now)
         if closed != self.contactor_closed:
+            self._accrue_estimate(now)
             self.contactor_closed = closed
             self._commands.append((CONTACTOR, closed))
             self._event("contactor", closed)

@@ -376,6 +376,8 @@ class ChargePoint16:
     def _status(self, evse):
         code = evse.faults.first()
         error = fault_table.OCPP16_ERROR[code] if code else "NoError"
+        if code is None and evse.meter_lost_since is not None:
+            error = "PowerMeterFailure"     # charging on with estimated energy
         if evse.state == "idle" and evse.pending_tag is not None:
             return "Preparing", error
         return STATUS[evse.state], error
@@ -420,6 +422,8 @@ class ChargePoint16:
         if code:
             payload["vendorErrorCode"] = fault_table.VENDOR_ERROR[code] or code
             payload["info"] = code
+        elif evse is not None and evse.meter_lost_since is not None:
+            payload["info"] = "meter lost: energy estimated"
         self.rpc.call(now, "StatusNotification", payload, ungated=ungated)
 
     # ------------------------------------------------------------------ transactions

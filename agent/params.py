@@ -52,6 +52,9 @@ PARAMETERS = (
     ("meter_timeout_ms", 10000, "ms", 1000, 120000),
     # meter sampling period (EVerest GenericPowermeter polls about once a second)
     ("meter_poll_ms", 1000, "ms", 100, 60000),
+    # a session's stop reading is a fresh one, taken after the stop; this long at most
+    # (MicroOcpp's stop-ready gate waits about 5 s for the final Modbus reading)
+    ("stop_reading_timeout_ms", 5000, "ms", 0, 30000),
     # Tinkerforge WARP: RCD/RDC-DD self-test at least every 24 h, only with no EV and contactor
     # open
     ("rcd_selftest_interval_ms", 86400000, "ms", 0, 604800000),

@@ -38,13 +38,14 @@ CHANGE_FED = (
 
 class ConnectorRuntime:
     __slots__ = ("agent", "evse", "hw", "waker", "sleep_until", "last", "poll_ms",
-                 "idle_poll_ms")
+                 "idle_poll_ms", "meter_waker")
 
     def __init__(self, agent, evse, hardware, poll_ms, idle_poll_ms=None):
         self.agent = agent
         self.evse = evse
         self.hw = hardware
         self.waker = Waker()
+        self.meter_waker = Waker()
         self.sleep_until = None
         self.poll_ms = poll_ms
         self.idle_poll_ms = idle_poll_ms or poll_ms
@@ -89,6 +90,8 @@ class ConnectorRuntime:
             if hw.pp is not None:
                 self.last["pp"] = hw.pp.read_ohms()
                 self.evse.pp_reading(now, self.last["pp"])
+        elif name == evse_mod.METER_READ:
+            self.meter_waker.wake()
         elif name == evse_mod.RCD_SELFTEST:
             if hw.rcd is not None:
                 self.evse.rcd_selftest_result(now, hw.rcd.self_test())
@@ -134,12 +137,15 @@ class ConnectorRuntime:
             except MeterError as error:
                 evse.meter_failed(agent.now_ms(), str(error))
             else:
+                if sample.timestamp_ms is None:
+                    sample.timestamp_ms = started     # taken no earlier than the request
                 evse.meter_sample(agent.now_ms(), sample)
             now = agent.now_ms()
             agent.service(now)
             delay = started + period - now
             if delay > 0:
-                await asyncio.sleep(delay / 1000)
+                # until the next period, or at once when the controller wants a reading
+                await self.meter_waker.wait(delay)
 
     def rearm(self):
         """Wake the safety task if the controller now wants to be called earlier."""

@@ -143,7 +143,9 @@ def station_from_board(board):
     from agent.evse import Evse
     from agent.params import Params
     params = Params(board.get("timing"))
-    has_meter = board.get("meter", {}).get("model", "sim") != "none"
+    meter = board.get("meter", {})
+    has_meter = meter.get("model", "sim") != "none"
+    meter_lost_continues = meter.get("on_failure", "stop") == "continue"
     evses = []
     for c in board["connectors"]:
         evses.append(Evse(
@@ -151,7 +153,8 @@ def station_from_board(board):
             phases=c["phases"], socket=c["type"] == "socket",
             cable_max_current_ma=c.get("cable_max_current"), ventilation=c["ventilation"],
             contactor_feedback=c["contactor_feedback"], lock_feedback=c["lock_feedback"],
-            supports_state_e=c.get("state_e", False), has_meter=has_meter))
+            supports_state_e=c.get("state_e", False), has_meter=has_meter,
+            meter_lost_continues=meter_lost_continues))
     auth = board.get("authorization", {})
     authorizer = LocalAuthorizer(auth.get("mode", "free"), auth.get("id_tags", ()),
                                  auth.get("free_tag", "FREE"))

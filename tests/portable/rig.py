@@ -7,13 +7,15 @@ It plays the runtime (agent/runtime.py) and the hardware around the controller:
   voltages with the physics of simulator/electrics.py (copied: simulator/ is CPython-only);
 - after every input it drains take_commands()/take_events() until both are empty:
   pilot -> recorded and the pilot re-sampled; contactor -> recorded, feedback after
-  `travel_ms` unless welded / stuck open; lock -> recorded; rcd_reset / rcd_selftest ->
-  answered at once, as the runtime does.
+  `travel_ms` unless welded / stuck open; lock -> recorded; rcd_reset / rcd_selftest /
+  meter_read -> answered at once, as the runtime does.
 - a meter task: one sample every params.meter_poll_ms while `meter_online`.
 
 Portable: runs on CPython and MicroPython (integer math, no dataclasses/typing).
 """
-from agent.evse import CONTACTOR, LOCK, PILOT, RCD_RESET, RCD_SELFTEST, READ_PP, Evse
+from agent.evse import (
+    CONTACTOR, LOCK, METER_READ, PILOT, RCD_RESET, RCD_SELFTEST, READ_PP, Evse,
+)
 from agent.params import Params
 from agent.station import Station
 from hal.interfaces import MeterSample
@@ -153,6 +155,9 @@ class Rig:
             evse.rcd_status(now, self.rcd)
         elif name == RCD_SELFTEST:
             evse.rcd_selftest_result(now, self.selftest_ok)
+        elif name == METER_READ:
+            if self.meter_online and evse.has_meter:
+                self._meter_sample()        # the meter answers at once (a fresh reading)
         elif name == READ_PP:
             if self.has_pp:
                 self._last_pp = self.pp
