@@ -459,12 +459,16 @@ class Config:
                    % previous)
         return True
 
-    def provision(self, name, value):
+    def _writable(self, name, value):
+        """(row, parsed value) of a key that may be written, or (row, None)."""
         row = self._row(name)
         text = _text_of(value)
-        parsed = None
-        if row is not None and row[3] != R and text is not None:
-            parsed = self._parse(row, text)
+        if row is None or row[3] == R or text is None:
+            return row, None
+        return row, self._parse(row, text)
+
+    def provision(self, name, value):
+        row, parsed = self._writable(name, value)
         if parsed is None:
             # never the value itself: it may be a key (Security Whitepaper A01.FR.12)
             self._warn("config: provisioned %s ignored (not a valid value)" % name)
@@ -480,11 +484,7 @@ class Config:
         return True
 
     def set_from_csms(self, name, value):
-        row = self._row(name)
-        text = _text_of(value)
-        parsed = None
-        if row is not None and row[3] != R and text is not None:
-            parsed = self._parse(row, text)
+        row, parsed = self._writable(name, value)
         if parsed is None:
             self._warn("config: %s=%r from the CSMS ignored" % (name, value))
             return False

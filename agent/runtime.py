@@ -154,6 +154,17 @@ class ConnectorRuntime:
             self.waker.wake()
 
 
+async def cancel_tasks(tasks):
+    """Cancel the tasks and wait until each has finished."""
+    for task in tasks:
+        task.cancel()
+    for task in tasks:
+        try:
+            await task
+        except asyncio.CancelledError:
+            pass
+
+
 class Agent:
     """All connectors of one station, the station logic, and whoever watches (timeline, OCPP)."""
 

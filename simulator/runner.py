@@ -11,7 +11,7 @@ import os
 import signal
 import time
 
-from agent.runtime import Agent
+from agent.runtime import Agent, cancel_tasks
 from agent.station import station_from_board
 from simulator import clock
 from simulator.ev import Ev
@@ -252,13 +252,7 @@ class Simulation:
         self.agent.stop()
         if self.connection is not None:
             await self.connection.close()
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            try:
-                await task
-            except asyncio.CancelledError:
-                pass
+        await cancel_tasks(self._tasks)
         self._tasks = []
 
     async def _serve_requests(self):

@@ -21,7 +21,7 @@ import sys
 import time
 
 from agent.charger import attach_ocpp16, station_identity
-from agent.runtime import Agent
+from agent.runtime import Agent, cancel_tasks
 from agent.station import station_from_board
 from simulator.timeline import describe, describe_ocpp
 
@@ -220,13 +220,7 @@ class Service:
         agent.stop()
         if self.connection is not None:
             await self.connection.close()
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            try:
-                await task
-            except asyncio.CancelledError:
-                pass
+        await cancel_tasks(self._tasks)
         self._tasks = []
         if reason is not None:
             self._safe_outputs()
