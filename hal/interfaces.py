@@ -123,11 +123,12 @@ class MeterSample:
     """One meter reading. A value the meter does not have is None; per-phase values are
     tuples of three (None for missing phases)."""
     __slots__ = ("energy_import_wh", "energy_export_wh", "power_w", "power_w_phases",
-                 "current_ma", "voltage_dv", "frequency_mhz", "timestamp_ms")
+                 "current_ma", "voltage_dv", "frequency_mhz", "power_factor_permille",
+                 "timestamp_ms")
 
     def __init__(self, energy_import_wh=None, energy_export_wh=None, power_w=None,
                  power_w_phases=None, current_ma=None, voltage_dv=None, frequency_mhz=None,
-                 timestamp_ms=None):
+                 timestamp_ms=None, power_factor_permille=None):
         self.energy_import_wh = energy_import_wh
         self.energy_export_wh = energy_export_wh
         self.power_w = power_w
@@ -135,6 +136,7 @@ class MeterSample:
         self.current_ma = current_ma
         self.voltage_dv = voltage_dv
         self.frequency_mhz = frequency_mhz
+        self.power_factor_permille = power_factor_permille
         self.timestamp_ms = timestamp_ms
 
 

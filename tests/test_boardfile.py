@@ -62,7 +62,8 @@ def test_sim_board_normalises_to_integers():
                     "firmware": "0.1.0"},
         "authorization": {"mode": "list", "id_tags": ["04A1B2C3", "DEADBEEF", "TAG-001"],
                           "free_tag": "FREE"},
-        "meter": {"model": "sim"},
+        "meter": {"model": "sim", "on_failure": "stop", "tcp": None, "serial": None,
+                  "baud": None, "parity": None, "stopbits": None, "id": None, "timeout": 500},
         "sim": {"noise_mv": 0, "seed": 1, "ev_capacity": 60000, "ev_soc": 20,
                 "ev_max_current": 32000, "ev_phases": 3, "ev_delay": 500,
                 "contactor_close": 30, "contactor_open": 20},
@@ -213,13 +214,15 @@ def test_unknown_key_in_known_table(tmp_path):
 
 def test_unknown_key_in_connector(tmp_path):
     path, problem = only_problem(tmp_path, MINIMAL + "colour = \"red\"\n")
-    assert problem == "%s:6: connectors.0.colour: unknown key" % path
+    assert problem == ("%s:6: connectors.0.colour: unknown key (known: id, type, max_current, "
+                       "cable_max_current, phases, ventilation, contactor_feedback, "
+                       "lock_feedback, state_e, linux)" % path)
 
 
 def test_unknown_key_in_second_connector(tmp_path):
     text = MINIMAL + '[[connectors]]\nid = 2\nmax_current = "16A"\nmax_curent = "20A"\n'
     path, problem = only_problem(tmp_path, text)
-    assert problem == "%s:9: connectors.1.max_curent: unknown key" % path
+    assert problem.startswith("%s:9: connectors.1.max_curent: unknown key (known: id, " % path)
 
 
 def test_unknown_table(tmp_path):
@@ -397,3 +400,79 @@ def test_table_given_as_a_plain_value_is_an_error_not_a_crash(tmp_path, line, ke
         text += '[[connectors]]\nid = 1\nmax_current = "16A"\n'
     path, problems = problems_of(tmp_path, text)
     assert any(p.startswith("%s:3: %s" % (path, key)) for p in problems), problems
+
+
+# ------------------------------------------------------------------------------ [meter]
+
+def meter_problems(tmp_path, meter_text, base=MINIMAL):
+    path = tmp_path / "board.toml"
+    path.write_text(base + "\n" + meter_text)
+    try:
+        return boardfile.load(str(path)), []
+    except BoardError as error:
+        return None, error.problems
+
+
+def test_a_custom_meter_is_its_registers_in_the_decoder_format(tmp_path):
+    board, problems = meter_problems(tmp_path, """
+[meter]
+model = "custom"
+
+[[meter.registers]]
+quantity = "energy_import"
+function = 4
+address = 0x0048
+type = "f32"
+order = "abcd"
+scale = 3
+
+[[meter.registers]]
+quantity = "power"
+function = 4
+address = 0x0034
+type = "f32"
+order = "abcd"
+scale = 0
+""")
+    assert problems == []
+    assert board["meter"]["registers"] == [("energy_import", 4, 0x48, "f32", "abcd", 3),
+                                           ("power", 4, 0x34, "f32", "abcd", 0)]
+
+
+def test_a_bad_custom_register_names_its_line_and_problem(tmp_path):
+    _, problems = meter_problems(tmp_path, """
+[meter]
+model = "custom"
+
+[[meter.registers]]
+quantity = "energy_import"
+function = 6
+address = 0x0048
+type = "f32"
+order = "abcd"
+scale = 3
+""")
+    line = (MINIMAL + "\n").count("\n") + 5
+    assert len(problems) == 1
+    assert problems[0].endswith(":%d: meter.registers.0: energy_import: function must be 3 or "
+                                "4, got 6" % line), problems
+
+
+def test_an_unknown_meter_model_lists_the_known_ones(tmp_path):
+    _, problems = meter_problems(tmp_path, '[meter]\nmodel = "sdm999"\n')
+    assert len(problems) == 1 and "meter.model: must be one of sim, none, custom, " in \
+        problems[0] and "sdm630" in problems[0], problems
+
+
+def test_a_modbus_meter_on_a_real_board_needs_a_link(tmp_path):
+    text = open(os.path.join(os.path.dirname(SIM_TOML), "rpi-pilot-hat.toml")).read()
+    text = text.replace('model = "none"', 'model = "sdm630"')
+    path = tmp_path / "board.toml"
+    path.write_text(text)
+    with pytest.raises(BoardError) as caught:
+        boardfile.load(str(path))
+    assert any("meter.model: a Modbus meter needs tcp = " in p for p in caught.value.problems)
+    path.write_text(text.replace('model = "sdm630"',
+                                 'model = "sdm630"\nserial = "/dev/ttyUSB0"\nbaud = 9600'))
+    board = boardfile.load(str(path))
+    assert (board["meter"]["serial"], board["meter"]["baud"]) == ("/dev/ttyUSB0", 9600)

@@ -96,6 +96,21 @@ def _calibration(value):
     return [[a_adc, a_value], [b_adc, b_value]]
 
 
+def _meter_model(value):
+    from hal.meter_profiles import PROFILES
+    known = ("sim", "none", "custom") + tuple(sorted(PROFILES))
+    if value not in known:
+        raise ValueError("must be one of %s, got %r (`evse meter models` lists the "
+                         "meters)" % (", ".join(known), value))
+    return value
+
+
+def _host_port(value):
+    if not isinstance(value, str) or not re.match(r"^[\w.\-]+:\d{1,5}$", value):
+        raise ValueError("must be \"HOST:PORT\", e.g. \"192.168.1.50:502\", got %r" % (value,))
+    return value
+
+
 def _id_tags(value):
     if not isinstance(value, list) or not all(isinstance(t, str) and 0 < len(t) <= 20
                                               for t in value):
@@ -119,7 +134,15 @@ TOP = (
     ("authorization", "mode", _choice("free", "list", "csms"), "free"),
     ("authorization", "id_tags", _id_tags, []),
     ("authorization", "free_tag", _string(20), "FREE"),
-    ("meter", "model", _string(32), "sim"),     # "none": no meter (later: Modbus profiles)
+    ("meter", "model", _meter_model, "sim"),
+    ("meter", "on_failure", _choice("stop", "continue"), "stop"),
+    ("meter", "tcp", _host_port, None),
+    ("meter", "serial", _path, None),
+    ("meter", "baud", _choice(1200, 2400, 4800, 9600, 19200, 38400, 57600, 115200), None),
+    ("meter", "parity", _choice("N", "E", "O"), None),
+    ("meter", "stopbits", _choice(1, 2), None),
+    ("meter", "id", _integer(1, 247), None),
+    ("meter", "timeout", _quantity(units.parse_duration, 10, 10000, "s"), 500),
     ("linux", "sysfs", _path, "/sys"),
     ("linux", "poll", _quantity(units.parse_duration, 1, 100, "s"), 2),         # charging
     ("linux", "idle_poll", _quantity(units.parse_duration, 1, 100, "s"), 20),   # no power
@@ -280,6 +303,8 @@ def validate(document, path="<board>", key_lines=None):
         known = {k for t, k, _, _ in TOP if t == table}
         if table == "timing":
             known = set(params_table.DEFAULTS)
+        elif table == "meter":
+            known.add("registers")          # [[meter.registers]] of a custom meter
         for key in section:
             if key not in known:
                 problems.append("%s: unknown key (known: %s)" % (where(table, key),
@@ -303,20 +328,8 @@ def validate(document, path="<board>", key_lines=None):
         connectors = []
     seen = set()
     for index, section in enumerate(connectors):
-        connector = {}
-        for key, check, default in CONNECTOR:
-            if key in section:
-                try:
-                    connector[key] = check(section[key])
-                except ValueError as error:
-                    problems.append("%s: %s" % (where("connectors", key, index), error))
-            elif default is REQUIRED:
-                problems.append("%s: missing (required)" % where("connectors", key, index))
-            else:
-                connector[key] = default
-        for key in section:
-            if key not in {k for k, _, _ in CONNECTOR} and key != "linux":
-                problems.append("%s: unknown key" % where("connectors", key, index))
+        connector = _checked(section, CONNECTOR, ("linux",),
+                             lambda key: where("connectors", key, index), problems)
         if board.get("hal") == "linux":
             connector["linux"] = _linux_pins(section.get("linux"), connector, index, where,
                                              problems)
@@ -330,12 +343,83 @@ def validate(document, path="<board>", key_lines=None):
         if connector.get("type") == "cable" and connector.get("cable_max_current") is None:
             connector["cable_max_current"] = connector.get("max_current")
         board["connectors"].append(connector)
+    _meter_checks(document.get("meter", {}), board, where, key_lines, path, problems)
     if board.get("authorization", {}).get("mode") == "list" and \
             not board["authorization"].get("id_tags"):
         problems.append("%s: mode \"list\" needs id_tags" % where("authorization", "mode"))
     if problems:
         raise BoardError(problems)
     return board
+
+
+# [[meter.registers]] of a custom meter: one row of hal/modbus_meter.py's format each
+REGISTER_KEYS = ("quantity", "function", "address", "type", "order", "scale")
+
+
+def _meter_checks(section, board, where, key_lines, path, problems):
+    """A Modbus meter on a real board needs a link; a custom one needs its registers."""
+    from hal import modbus_meter
+    meter = board.get("meter", {})
+    rows = section.get("registers") if isinstance(section, dict) else None
+    model = meter.get("model")
+    if model == "custom":
+        if not isinstance(rows, list) or not rows:
+            problems.append("%s: model \"custom\" needs [[meter.registers]] tables (%s)" % (
+                where("meter", "model"), ", ".join(REGISTER_KEYS)))
+            return
+        meter["registers"] = []
+        for index, row in enumerate(rows):
+            line = key_lines.get(("meter.registers", index, "")) or 1
+            missing = [k for k in REGISTER_KEYS if k not in row]
+            unknown = [k for k in row if k not in REGISTER_KEYS]
+            if missing or unknown:
+                problems.append("%s:%d: meter.registers.%d: %s" % (path, line, index, "; ".join(
+                    ["missing %s" % ", ".join(missing)] * bool(missing) +
+                    ["unknown %s" % ", ".join(unknown)] * bool(unknown))))
+                continue
+            entry = tuple(row[k] for k in REGISTER_KEYS)
+            try:
+                modbus_meter.check_profile({"rows": (entry,)})
+            except modbus_meter.ProfileError as error:
+                problems.append("%s:%d: meter.registers.%d: %s" % (path, line, index, error))
+                continue
+            meter["registers"].append(entry)
+        if len(meter["registers"]) == len(rows):
+            try:
+                modbus_meter.check_profile({"rows": tuple(meter["registers"])})
+            except modbus_meter.ProfileError as error:
+                problems.append("%s: %s" % (where("meter", "model"), error))
+    elif rows is not None:
+        problems.append("%s: [[meter.registers]] only with model = \"custom\"" %
+                        where("meter", "model"))
+    modbus = model not in ("sim", "none")
+    if modbus and board.get("hal") not in ("simulator", "unix") and \
+            not meter.get("tcp") and not meter.get("serial"):
+        problems.append("%s: a Modbus meter needs tcp = \"HOST:PORT\" or serial = "
+                        "\"/dev/...\"" % where("meter", "model"))
+    if meter.get("tcp") and meter.get("serial"):
+        problems.append("%s: tcp or serial, not both" % where("meter", "serial"))
+
+
+def _checked(section, schema, also_known, where_key, problems):
+    """The values of one table checked against its schema rows (key, check, default):
+    a problem for every bad, missing required or unknown key."""
+    values = {}
+    for key, check, default in schema:
+        if key in section:
+            try:
+                values[key] = check(section[key])
+            except ValueError as error:
+                problems.append("%s: %s" % (where_key(key), error))
+        elif default is REQUIRED:
+            problems.append("%s: missing (required)" % where_key(key))
+        else:
+            values[key] = default
+    known = [k for k, _, _ in schema] + list(also_known)
+    for key in section:
+        if key not in known:
+            problems.append("%s: unknown key (known: %s)" % (where_key(key), ", ".join(known)))
+    return values
 
 
 def _linux_pins(section, connector, index, where, problems):
@@ -345,22 +429,8 @@ def _linux_pins(section, connector, index, where, problems):
         problems.append("%s: a [connectors.linux] table is required with hal = \"linux\"" %
                         where("connectors", "id", index))
         return {}
-    pins = {}
-    for key, check, default in LINUX_PINS:
-        if key in section:
-            try:
-                pins[key] = check(section[key])
-            except ValueError as error:
-                problems.append("%s: %s" % (where("connectors.linux", key, index), error))
-        elif default is REQUIRED:
-            problems.append("%s: missing (required)" % where("connectors.linux", key, index))
-        else:
-            pins[key] = default
-    for key in section:
-        if key not in {k for k, _, _ in LINUX_PINS}:
-            problems.append("%s: unknown key (known: %s)" % (
-                where("connectors.linux", key, index),
-                ", ".join(k for k, _, _ in LINUX_PINS)))
+    pins = _checked(section, LINUX_PINS, (), lambda key: where("connectors.linux", key, index),
+                    problems)
     for connector_key, value, pin, why in LINUX_NEEDS:
         if connector.get(connector_key) == value and not section.get(pin):
             problems.append("%s: missing (%s)" % (where("connectors.linux", pin, index), why))
