@@ -449,6 +449,9 @@ class Evse:
             if self.energy_wh is not None and energy < self.energy_wh:
                 self._event("info", "meter energy went backwards %d -> %d Wh: ignored"
                             % (self.energy_wh, energy))
+                # the rest of the reading stands (current for over-current), not its register:
+                # no transaction value may go down
+                sample.energy_import_wh = self.energy_wh
             else:
                 self.energy_wh = energy
                 if self.session_active and self.energy_start_wh is None:

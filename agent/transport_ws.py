@@ -77,6 +77,7 @@ class Connection:
         self._restart = None           # the task closing the connection for new credentials
         self._reconnect_now = False
         self.connects = 0
+        self._holding = False          # this connection holds the virtual clock
         self.failures = 0              # failed connection attempts in a row
         self.profile = None            # SecurityProfile of the current / last attempt
         config = charge_point.config
@@ -167,7 +168,11 @@ class Connection:
         on its way from a CSMS in another process: hold it while a CALL is out."""
         clock = getattr(asyncio.get_running_loop(), "clock", None)
         if clock is not None:
-            clock.hold = 1 if (self.ws is not None and self.cp.rpc.awaiting()) else 0
+            holding = self.ws is not None and self.cp.rpc.awaiting()
+            if holding != self._holding:
+                # a count: other real I/O (a simulated meter on a pty) may hold it too
+                clock.hold += 1 if holding else -1
+                self._holding = holding
 
     async def _send(self, frame):
         ws = self.ws

@@ -41,7 +41,9 @@ class _VirtualSelector(selectors.DefaultSelector):
 class VirtualClock:
     def __init__(self):
         self.us = 0
-        self.hold = 0          # > 0 while real (out-of-process) I/O must not be overtaken
+        # how many are waiting for real (out-of-process, or real-time paced) I/O that
+        # virtual time must not overtake: each holder adds 1 and takes it away again
+        self.hold = 0
 
     def advance_us(self, delta):
         if delta > 0:

@@ -137,10 +137,11 @@ class Reading(Adapter):
     register's resolution otherwise); None -> the type's "not available" pattern. Building
     with `saturate=True` clamps an integer that does not fit instead of failing."""
 
-    def __init__(self, subcon, kind, power):
+    def __init__(self, subcon, kind, power, counter=False):
         super().__init__(subcon)
         self.kind = kind
         self.power = power
+        self.counter = counter
 
     def _encode(self, obj, context, path):
         _, missing, low, high = REGISTER_TYPES[self.kind]
@@ -148,8 +149,14 @@ class Reading(Adapter):
             return missing
         if self.kind == F32:
             return obj / 10 ** self.power if self.power > 0 else obj * 10 ** -self.power
-        raw = _round_half_away(obj, 10 ** self.power) if self.power > 0 \
-            else obj * 10 ** -self.power
+        if self.power > 0 and self.counter:
+            # an energy counter shows whole steps taken: 168 Wh on a 0.1 kWh register is
+            # 0.1 kWh, never 0.2 (rounding up would bill energy not yet delivered)
+            raw = obj // 10 ** self.power
+        elif self.power > 0:
+            raw = _round_half_away(obj, 10 ** self.power)
+        else:
+            raw = obj * 10 ** -self.power
         if not low <= raw <= high:
             if not context._params.get("saturate"):
                 raise ValueError("%s: %r does not fit a %s register (raw %d)" % (
@@ -162,15 +169,16 @@ class Reading(Adapter):
                                   "decodes them")
 
 
-def register_field(kind, order, power):
-    """The construct field of one row: type, word order, inverse scale."""
+def register_field(kind, order, power, counter=False):
+    """The construct field of one row: type, word order, inverse scale (`counter`: an
+    energy register, which counts whole steps)."""
     base = REGISTER_TYPES[kind][0]
     size = base.sizeof()
     if order == CDAB and size > 2:
         base = Transformed(base, _reverse_words, size, _reverse_words, size)
     elif order not in (ABCD, CDAB):
         raise ValueError("word order must be %r or %r, got %r" % (ABCD, CDAB, order))
-    return Reading(base, kind, power)
+    return Reading(base, kind, power, counter)
 
 
 def _parse_scale(scale):
@@ -200,7 +208,7 @@ class MeterImage:
             if (function, address) in cells:
                 raise ValueError("%s: register %d of function %d is mapped twice" % (
                     quantity, address, function))
-            field = register_field(kind, order, power)
+            field = register_field(kind, order, power, quantity.startswith("energy"))
             cells[(function, address)] = (quantity, quantity, field, field.sizeof() // 2)
         self.scale_factors = scale_factors
         # contiguous runs of cells -> one construct Struct each

@@ -100,6 +100,27 @@ def new_ev(board, options=None):
               sleepy=options.get("sleepy", False))
 
 
+class HeldRead:
+    """A meter read paced in real time (RTU through the pty relay): virtual time must not run
+    ahead of it, or every read would time out at once (simulator/clock.py `hold`)."""
+
+    def __init__(self, meter):
+        self.meter = meter
+
+    def __getattr__(self, name):
+        return getattr(self.meter, name)
+
+    async def read(self):
+        clock = getattr(asyncio.get_running_loop(), "clock", None)
+        if clock is not None:
+            clock.hold += 1
+        try:
+            return await self.meter.read()
+        finally:
+            if clock is not None:
+                clock.hold -= 1
+
+
 class Simulation:
     def __init__(self, board, realtime=False, timeline=None, ocpp=None):
         self.board = board
@@ -116,21 +137,64 @@ class Simulation:
         self.boots = 0
         self._changed = None
         self._tasks = []
+        self.hardware = None
+        self.meter_server = None
 
     # ------------------------------------------------------------------ building
     def build(self):
         """The world (once) and the first boot of the agent."""
-        meter_dir = self.ocpp.state_dir if self.ocpp is not None else None
-        self.world = world_from_board(self.board, meter_dir)
+        self.build_world()
         self.boot_agent()
         self.timeline.attach(self)
         return self
+
+    async def serve_meters(self):
+        """A board whose meter is a Modbus model: each connector's simulated meter is served
+        on real Modbus (TCP on 127.0.0.1, or RTU on a paced pty pair with [sim] meter_link =
+        "rtu"), and the agent reads it with the client a real board uses (hal/modbus_client.py),
+        so MeterValues and Start/Stop energy come over the wire."""
+        meter = self.board.get("meter", {})
+        if meter.get("model", "sim") in ("sim", "none"):
+            return
+        from hal.meter_profiles import PROFILES
+        from hal.modbus_client import board_meters
+        from simulator.meter_server import SimulatedMeter, start_rtu, start_tcp
+        self.build_world()
+        profile = PROFILES.get(meter["model"]) or {"title": "custom meter",
+                                                    "rows": tuple(meter["registers"])}
+        first_id = meter.get("id") or profile.get("defaults", {}).get("id", 1)
+        units = [SimulatedMeter(profile, unit_id=first_id + index,
+                                source=self.world.connectors[connector_id].meter.sample)
+                 for index, connector_id in enumerate(sorted(self.world.connectors))]
+        link = self.board.get("sim", {}).get("meter_link", "tcp")
+        if link == "rtu":
+            defaults = profile.get("defaults", {})
+            self.meter_server = await start_rtu(
+                units, baud=meter.get("baud") or defaults.get("baud", 9600),
+                parity=meter.get("parity") or defaults.get("parity", "N"),
+                stopbits=meter.get("stopbits") or defaults.get("stopbits", 1), pace=True)
+            where = {"serial": self.meter_server.client_path}
+        else:
+            self.meter_server = await start_tcp(units)
+            where = {"tcp": "127.0.0.1:%d" % self.meter_server.port}
+        for connector_id, modbus_meter in board_meters(self.board, self.world.now_ms,
+                                                       where).items():
+            self.hardware[connector_id].meter = HeldRead(modbus_meter) if link == "rtu" \
+                else modbus_meter
+        self.timeline.note("meter %s served on Modbus %s %s" % (
+            meter["model"], link.upper(), where.get("tcp") or where.get("serial")))
+
+    def build_world(self):
+        if self.world is None:
+            meter_dir = self.ocpp.state_dir if self.ocpp is not None else None
+            self.world = world_from_board(self.board, meter_dir)
+            self.hardware = self.world.hardware()
 
     def boot_agent(self):
         """A fresh agent on the same hardware and persistent state: what a reboot is."""
         self.boots += 1
         station = station_from_board(self.board)
-        self.agent = Agent(station, self.world.hardware(), now_ms=self.world.now_ms)
+        self.agent = Agent(station, self.hardware, now_ms=self.world.now_ms)
         self.agent.observers.append(self._observe)
         if self.ocpp is not None:
             self._boot_ocpp(station)
@@ -195,6 +259,7 @@ class Simulation:
             from agent.charger import station_identity
             self.ocpp.charge_point_id = station_identity(self.board, self.ocpp.charge_point_id)
         self._changed = asyncio.Event()
+        await self.serve_meters()
         self.build()
         self.world.bind()
         self.agent.hooks.append(self._poke)
@@ -219,6 +284,8 @@ class Simulation:
             await self._stop_tasks()
             if self.csms is not None:
                 await self.csms.stop()
+            if self.meter_server is not None:
+                await self.meter_server.stop()
         self.timeline.summary(self.expectations)
         return all(e.held for e in self.expectations)
 

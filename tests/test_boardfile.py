@@ -66,7 +66,7 @@ def test_sim_board_normalises_to_integers():
                   "baud": None, "parity": None, "stopbits": None, "id": None, "timeout": 500},
         "sim": {"noise_mv": 0, "seed": 1, "ev_capacity": 60000, "ev_soc": 20,
                 "ev_max_current": 32000, "ev_phases": 3, "ev_delay": 500,
-                "contactor_close": 30, "contactor_open": 20},
+                "contactor_close": 30, "contactor_open": 20, "meter_link": "tcp"},
         "timing": {},
         "linux": {"sysfs": "/sys", "poll": 2, "idle_poll": 20, "watchdog": None},
         "ocpp": {"csms": None, "id": None, "auth_key": None, "ca": None},
@@ -79,7 +79,8 @@ def test_sim_board_normalises_to_integers():
 
 def test_sim_board_numbers_are_plain_ints():
     board = boardfile.load(SIM_TOML)
-    numbers = list(board["sim"].values()) + [board["connectors"][0][k] for k in
+    numbers = [v for k, v in board["sim"].items() if k != "meter_link"] + \
+        [board["connectors"][0][k] for k in
                                              ("id", "max_current", "phases")]
     for value in numbers:
         assert type(value) is int, value
@@ -209,7 +210,7 @@ def test_unknown_key_in_known_table(tmp_path):
     path, problem = only_problem(tmp_path, MINIMAL + "[sim]\nev_soc = 50\nev_colour = 1\n")
     assert problem == ("%s:8: sim.ev_colour: unknown key (known: contactor_close, "
                        "contactor_open, ev_capacity, ev_delay, ev_max_current, ev_phases, "
-                       "ev_soc, noise_mv, seed)" % path)
+                       "ev_soc, meter_link, noise_mv, seed)" % path)
 
 
 def test_unknown_key_in_connector(tmp_path):

@@ -161,6 +161,9 @@ TOP = (
     ("sim", "ev_delay", _quantity(units.parse_duration, 0, 5000, "s"), 500),
     ("sim", "contactor_close", _quantity(units.parse_duration, 0, 1000, "s"), 30),
     ("sim", "contactor_open", _quantity(units.parse_duration, 0, 1000, "s"), 20),
+    # a Modbus [meter] model is served on real Modbus: TCP on 127.0.0.1, or RTU on a pty pair
+    # paced at the meter's baud rate
+    ("sim", "meter_link", _choice("tcp", "rtu"), "tcp"),
 )
 CONNECTOR = (
     ("id", _integer(1, 32), REQUIRED),

@@ -3,12 +3,15 @@
     evse demo                         one full charging session on the simulated board
     evse sim --scenario FILE          the real agent on the simulated board, scripted
     evse run --board FILE             the agent on a real board (long-running)
+    evse meter read|watch|probe|serve|models   energy meters over Modbus
     evse diagram                      the controller's state tables as Mermaid
 """
 import argparse
 import json
 import os
 import sys
+
+from tools import meter_cli
 
 SCENARIO_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
                             "simulator", "scenarios")
@@ -250,6 +253,8 @@ def parser():
     diagram.add_argument("--markdown", action="store_true",
                          help="wrap each diagram in a ```mermaid block")
     diagram.set_defaults(func=cmd_diagram)
+
+    meter_cli.add_parser(commands)
     return top
 
 

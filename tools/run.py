@@ -31,6 +31,11 @@ STOP_DELIVERY_S = 5
 WATCHDOG_KICK_S = 1
 
 
+def _loop_ms():
+    """The agent's clock (the event loop's), for meter sample timestamps."""
+    return int(asyncio.get_running_loop().time() * 1000)
+
+
 class RunOptions:
     """What `evse run` needs beyond the board: the flags, already merged with the board."""
 
@@ -108,6 +113,9 @@ class Service:
                 "unix": "`evse bundle` builds it for the MicroPython unix port",
             }.get(self.board["hal"], "not a Linux board")))
         self.hardware = importlib.import_module(driver).board_hardware(self.board)
+        from hal.modbus_client import board_meters
+        for connector_id, meter in board_meters(self.board, _loop_ms).items():
+            self.hardware[connector_id].meter = meter
         if self.options.state_dir:
             os.makedirs(self.options.state_dir, exist_ok=True)
             self.storage = FileStorage(self.options.state_dir)

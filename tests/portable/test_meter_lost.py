@@ -67,3 +67,15 @@ def test_the_meter_back_ends_the_estimate_and_its_register_rules():
     assert [e[2] for e in r.events_of("meter_estimating")] == [True, False]
     assert r.evse.energy_estimated_wh() == 0
     assert r.evse.energy_register_wh() == 6300
+
+
+def test_an_energy_register_that_goes_backwards_is_held_at_the_last_good_value():
+    r = Rig()
+    r.charge()
+    r.call("meter_sample", MeterSample(energy_import_wh=5000, current_ma=(32000, 0, 0)))
+    backwards = MeterSample(energy_import_wh=4200, current_ma=(31000, 0, 0))
+    r.call("meter_sample", backwards)
+    assert r.evse.energy_wh == 5000
+    assert r.evse.meter.energy_import_wh == 5000        # what MeterValues will report
+    assert r.evse.meter.current_ma == (31000, 0, 0)     # the rest of the reading stands
+    assert any("went backwards" in e[2] for e in r.events_of("info"))
