@@ -4,7 +4,7 @@ It plays the runtime (agent/runtime.py) and the hardware around the controller:
 - a clock `now` (ms) that only moves through `advance(ms)`, which stops at every
   `next_deadline()`, every contactor feedback delivery and every meter sample on the way;
 - an EV "truth" (letter A/B/C/D, diode shorted, CP shorted to PE) turned into plateau
-  voltages with the physics of simulator/electrics.py (copied: simulator/ is CPython-only);
+  voltages with the portable model of hal/electrics.py;
 - after every input it drains take_commands()/take_events() until both are empty:
   pilot -> recorded and the pilot re-sampled; contactor -> recorded, feedback after
   `travel_ms` unless welded / stuck open; lock -> recorded; rcd_reset / rcd_selftest /
@@ -18,33 +18,18 @@ from agent.evse import (
 )
 from agent.params import Params
 from agent.station import Station
+from hal.electrics import ev_resistance
+from hal.electrics import plateaus as electrics_plateaus
 from hal.interfaces import MeterSample
 
-# -- pilot electrics (simulator/electrics.py, spec/standards.md §1.1) -------------------------
-SOURCE_OHMS = 1000
-DIODE_MV = 700
-EV_OHMS = {"B": 2740, "C": 882, "D": 246}     # R2; R2 || 1.3 k; R2 || 270
-GENERATOR_MV = {"pwm": (12000, -12000), "x1": (12000, 12000), "f": (-12000, -12000),
-                "e": (0, 0)}
-
-
-def line_mv(generator_mv, ohms, diode_shorted):
-    if ohms is None:                         # no EV on the line
-        return generator_mv
-    if diode_shorted:
-        return generator_mv * ohms // (ohms + SOURCE_OHMS)
-    if generator_mv <= DIODE_MV:             # the diode blocks
-        return generator_mv
-    return (generator_mv * ohms + DIODE_MV * SOURCE_OHMS) // (ohms + SOURCE_OHMS)
+# -- pilot electrics: the one model (hal/electrics.py, spec/standards.md §1.1) -----------------
+EV_OHMS = {"B": ev_resistance(False, False), "C": ev_resistance(True, False),
+           "D": ev_resistance(True, True)}
 
 
 def plateaus(mode, letter, diode_shorted=False, cp_short=False):
     """(high_mv, low_mv) for a pilot mode and an EV letter (A = no EV)."""
-    if cp_short:
-        return 0, 0
-    ohms = EV_OHMS.get(letter)
-    high, low = GENERATOR_MV[mode]
-    return line_mv(high, ohms, diode_shorted), line_mv(low, ohms, diode_shorted)
+    return electrics_plateaus(mode, EV_OHMS.get(letter), diode_shorted, cp_short)
 
 
 class Rig:
