@@ -71,6 +71,8 @@ def test_sim_board_normalises_to_integers():
         "linux": {"sysfs": "/sys", "poll": 2, "idle_poll": 20, "watchdog": None},
         "ocpp": {"csms": None, "id": None, "auth_key": None, "ca": None},
         "storage": {"dir": None},
+        "unix": {"tag": None, "plug_after": 1000, "charge": 30000, "ev_current": 16000},
+        "mcu": {"poll": 0},
         "connectors": [{"id": 1, "type": "socket", "max_current": 32000,
                         "cable_max_current": None, "phases": 3, "ventilation": False,
                         "contactor_feedback": True, "lock_feedback": True, "state_e": False}],
@@ -229,7 +231,7 @@ def test_unknown_key_in_second_connector(tmp_path):
 def test_unknown_table(tmp_path):
     path, problem = only_problem(tmp_path, MINIMAL + "\n[statoin]\nvendor = \"x\"\n")
     assert problem == ("%s:7: statoin: unknown table [statoin] (known: [authorization], "
-                       "[linux], [meter], [ocpp], [sim], [station], [storage], [timing], "
+                       "[linux], [mcu], [meter], [ocpp], [sim], [station], [storage], [timing], [unix], "
                        "[[connectors]])" % path)
 
 

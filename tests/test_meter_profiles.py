@@ -11,7 +11,7 @@ from fractions import Fraction
 
 import construct
 import pytest
-from hypothesis import example, given
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from hal import modbus_meter as mm
@@ -521,6 +521,8 @@ BAD_FIELDS = {
 }
 
 
+# the filtered text strategies are slow to draw on a loaded CI machine: not a failure
+@settings(suppress_health_check=[HealthCheck.too_slow])
 @given(st.sampled_from(sorted(mm.QUANTITIES)), st.sampled_from(sorted(BAD_FIELDS)), st.data())
 def test_check_profile_rejects_a_bad_row_naming_its_quantity(quantity, field, data):
     row = list(GOOD_ROW)

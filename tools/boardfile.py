@@ -147,11 +147,18 @@ TOP = (
     ("linux", "poll", _quantity(units.parse_duration, 1, 100, "s"), 2),         # charging
     ("linux", "idle_poll", _quantity(units.parse_duration, 1, 100, "s"), 20),   # no power
     ("linux", "watchdog", _path, None),        # e.g. "/dev/watchdog0"
+    # the scripted EV of the MicroPython unix port's board (hal/unix_sim.py)
+    ("unix", "tag", _string(20), None),
+    ("unix", "plug_after", _quantity(units.parse_duration, 0, 3600000, "s"), 1000),
+    ("unix", "charge", _quantity(units.parse_duration, 1000, 86400000, "s"), 30000),
+    ("unix", "ev_current", CURRENT, 16000),
+    # microcontroller boards (MicroPython): how often the inputs are read (0: on events only)
+    ("mcu", "poll", _quantity(units.parse_duration, 0, 100, "s"), 0),
     ("ocpp", "csms", _url, None),
     ("ocpp", "id", _string(48), None),
     ("ocpp", "auth_key", _string(40), None),
     ("ocpp", "ca", _path, None),
-    ("storage", "dir", _path, None),
+    ("storage", "dir", _string(200), None),     # absolute on Linux; relative on a board's FS
     ("sim", "noise_mv", _integer(0, 2000), 0),
     ("sim", "seed", _integer(0, 2 ** 31), 1),
     ("sim", "ev_capacity", _quantity(units.parse_energy, 1000, 300000000, "kWh"), 60000),
@@ -176,7 +183,8 @@ CONNECTOR = (
     ("lock_feedback", _boolean, True),
     ("state_e", _boolean, False),
 )
-TABLES = {"", "station", "authorization", "meter", "sim", "timing", "linux", "ocpp", "storage"}
+TABLES = {"", "station", "authorization", "meter", "sim", "timing", "linux", "ocpp", "storage",
+          "unix", "mcu"}
 
 # [connectors.linux]: where a connector's parts are wired on a Linux board (hal/linux.py)
 PWM, GPIO, IIO = (_device(linux_names.PWM_NAME, "pwmchip0/pwm0"),

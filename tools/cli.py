@@ -4,6 +4,7 @@
     evse sim --scenario FILE          the real agent on the simulated board, scripted
     evse run --board FILE             the agent on a real board (long-running)
     evse meter read|watch|probe|serve|models   energy meters over Modbus
+    evse bundle --board FILE --out DIR   what a MicroPython board runs; evse flash copies it
     evse diagram                      the controller's state tables as Mermaid
 """
 import argparse
@@ -151,6 +152,26 @@ def cmd_run(args):
         return EXIT_BAD_INPUT
 
 
+def cmd_bundle(args):
+    from tools import boardfile
+    from tools.bundle import BundleError, bundle, flash
+    try:
+        board = boardfile.load(boardfile.find(args.board))
+        if args.command == "flash":
+            flash(board, args.port, dry_run=args.dry_run, out=args.out)
+            return EXIT_OK
+        manifest = bundle(board, args.out)
+    except (boardfile.BoardError, BundleError) as error:
+        print("evse %s: %s" % (args.command, error), file=sys.stderr)
+        return EXIT_BAD_INPUT
+    print("bundle for %s in %s: %d files, %d bytes (%d of compiled modules)" % (
+        board["name"], args.out, len(manifest["files"]), manifest["total_bytes"],
+        manifest["mpy_bytes"]))
+    if board["hal"] == "unix":
+        print("run it: micropython %s [CSMS URL]" % os.path.join(args.out, "main.py"))
+    return EXIT_OK
+
+
 def cmd_diagram(args):
     from agent.evse import CP_MACHINE, SESSION_MACHINE
     machines = {"cp": CP_MACHINE, "session": SESSION_MACHINE}
@@ -244,6 +265,28 @@ def parser():
     run.add_argument("--no-ocpp", action="store_true",
                      help="no CSMS: local authorization from the board file")
     run.set_defaults(func=cmd_run)
+
+    bundle_parser = commands.add_parser(
+        "bundle", help="build what a MicroPython board runs (compiled modules, board.json)",
+        description="Compile the portable agent and the board's drivers with mpy-cross, "
+        "write the board file as board.json, a main.py and a manifest (sizes, SHA-256). "
+        "For boards/unix.toml: `micropython DIR/main.py [CSMS URL]` runs it. Exit 2 on a bad "
+        "board file (the error names the key).")
+    bundle_parser.add_argument("--board", required=True, metavar="FILE")
+    bundle_parser.add_argument("--out", required=True, metavar="DIR")
+    bundle_parser.set_defaults(func=cmd_bundle)
+
+    flash_parser = commands.add_parser(
+        "flash", help="bundle and copy to a MicroPython board with mpremote",
+        description="Bundle, then copy to the board through mpremote only the files whose "
+        "SHA-256 differs, verify every file by hash, reset the board.")
+    flash_parser.add_argument("--board", required=True, metavar="FILE")
+    flash_parser.add_argument("--port", required=True, metavar="PORT",
+                              help="serial port of the board (as mpremote takes it)")
+    flash_parser.add_argument("--dry-run", action="store_true",
+                              help="print the mpremote commands, change nothing")
+    flash_parser.add_argument("--out", metavar="DIR", help="keep the bundle in DIR")
+    flash_parser.set_defaults(func=cmd_bundle)
 
     diagram = commands.add_parser(
         "diagram", help="print the controller's state tables as Mermaid",

@@ -1,0 +1,95 @@
+"""The agent on a microcontroller, or on the MicroPython unix port: what a bundle's main.py
+runs (`evse bundle` writes `main.py`, `board.json` and the compiled modules).
+
+    micropython DIR/main.py [CSMS URL]
+
+The board JSON says everything: the drivers (`hal = "micropython"`: hal/mp_drivers.py and the
+port's pilot sampler; `hal = "unix"`: the scripted charger of hal/unix_sim.py), the CSMS, the
+state folder on the board's filesystem. The same assembly as `evse sim` and `evse run`
+(agent/charger.py), the portable WebSocket transport (agent/transport_mp.py).
+
+On the unix port the scripted EV drives one session; once it has left and every transaction
+message is delivered (bounded), main() returns, so CI can run a whole session and check it.
+On a microcontroller it runs forever.
+"""
+import json
+import time
+
+from agent.charger import attach_ocpp16, station_identity
+from agent.compat import asyncio, monotonic_ms
+from agent.runtime import Agent
+from agent.station import station_from_board
+
+DELIVERY_WAIT_MS = 30000          # after the scripted session: let the journal drain
+
+
+def load_board(path="board.json"):
+    with open(path) as file:
+        return json.load(file)
+
+
+def _hardware(board):
+    """{connector id: ConnectorHardware}, and the scripted EV's lines on the unix port."""
+    if board["hal"] == "unix":
+        from hal import unix_sim
+        return unix_sim.board_hardware(board)
+    from hal import mp_drivers
+    return mp_drivers.board_hardware(board), None
+
+
+def _log_event(evse, event):
+    where = "[%d] " % evse.connector_id if evse is not None else ""
+    print("%d %s%s %s" % (event[0], where, event[1], " ".join(str(d) for d in event[2:])))
+
+
+def _log_ocpp(now, event):
+    if event[0] in ("sent", "received"):
+        arrow = "->" if event[0] == "sent" else "<-"
+        print("%d %s %s %s" % (now, arrow, event[2], json.dumps(event[3])))
+    else:
+        print("%d OCPP %s" % (now, " ".join(str(d) for d in event)))
+
+
+async def run(board, url=None, storage_dir=None):
+    from agent.transport_mp import Connection
+    from hal.storage_fs import FileStorage
+    hardware, lines = _hardware(board)
+    storage = FileStorage(storage_dir or board.get("storage", {}).get("dir") or "state")
+    agent = Agent(station_from_board(board), hardware,
+                  poll_ms=board.get("mcu", {}).get("poll", 0))
+    agent.observers.append(_log_event)
+    ocpp = board.get("ocpp", {})
+    # time.time() is the board's RTC (wrong until the CSMS's currentTime sets the clock)
+    wall_ms = int(time.time() * 1000) - monotonic_ms()
+    cp = attach_ocpp16(agent, board, storage, wall_ms=wall_ms)
+    cp.log = _log_ocpp
+    connection = Connection(cp, agent, url or ocpp.get("csms"), station_identity(board),
+                            auth_key=ocpp.get("auth_key"), cafile=ocpp.get("ca"), log=print)
+    agent.hooks.append(connection.frames_waiting)
+    tasks = [asyncio.create_task(agent.run()), asyncio.create_task(connection.run())]
+    if lines is None:
+        await asyncio.gather(*tasks)        # a real board: until power-off
+        return True
+    from hal import unix_sim
+    await unix_sim.drive(board, agent, lines[min(lines)])
+    waited = 0
+    while (len(cp.journal.pending()) or cp.rpc.busy()) and waited < DELIVERY_WAIT_MS:
+        await asyncio.sleep(0.1)
+        waited += 100
+    delivered = not len(cp.journal.pending())
+    agent.stop()
+    await connection.close()
+    for task in tasks:
+        task.cancel()
+    print("session done: %s" % ("every message delivered" if delivered else
+                                "%d messages still queued" % len(cp.journal.pending())))
+    return delivered
+
+
+def main(argv=None, board_path="board.json"):
+    import sys
+    argv = sys.argv if argv is None else argv
+    board = load_board(board_path)
+    ok = asyncio.run(run(board, argv[1] if len(argv) > 1 else None))
+    if not ok:
+        sys.exit(1)

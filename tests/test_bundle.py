@@ -1,0 +1,93 @@
+"""`evse bundle` / `evse flash` (tools/bundle.py): what goes onto a MicroPython board."""
+import hashlib
+import json
+import os
+
+import pytest
+
+from tools import boardfile
+from tools.bundle import flash_plan
+from tools.cli import main
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+UNIX = os.path.join(ROOT, "boards", "unix.toml")
+
+
+@pytest.fixture(scope="module")
+def unix_bundle(tmp_path_factory):
+    out = str(tmp_path_factory.mktemp("bundle"))
+    assert main(["bundle", "--board", UNIX, "--out", out]) == 0
+    with open(os.path.join(out, "manifest.json")) as file:
+        return out, json.load(file)
+
+
+def test_the_bundle_holds_compiled_portable_modules_and_the_board(unix_bundle):
+    out, manifest = unix_bundle
+    files = manifest["files"]
+    assert "main.py" in files and "board.json" in files
+    assert "agent/ocpp16.mpy" in files and "hal/unix_sim.mpy" in files
+    # CPython-only modules and source never go onto a board
+    assert "agent/transport_ws.mpy" not in files and "agent/ocpp_schemas.mpy" not in files
+    assert not [p for p in files if p.endswith(".py") and p != "main.py"]
+    with open(os.path.join(out, "agent", "ocpp16.mpy"), "rb") as file:
+        assert file.read(1) == b"M"                      # the .mpy magic byte
+
+
+def test_the_manifest_sizes_and_hashes_are_the_files(unix_bundle):
+    out, manifest = unix_bundle
+    for path, entry in manifest["files"].items():
+        with open(os.path.join(out, path), "rb") as file:
+            data = file.read()
+        assert (len(data), hashlib.sha256(data).hexdigest()) == (entry["size"], entry["sha256"])
+    assert manifest["total_bytes"] == sum(f["size"] for f in manifest["files"].values())
+
+
+def test_board_json_is_the_validated_board(unix_bundle):
+    out, _ = unix_bundle
+    with open(os.path.join(out, "board.json")) as file:
+        data = json.load(file)
+    expected = json.loads(json.dumps(boardfile.load(UNIX)))
+    expected.pop("path")
+    assert data == expected
+
+
+def test_a_bad_board_is_refused_naming_the_key(tmp_path, capsys):
+    text = open(UNIX).read().replace('charge = "20s"', 'charge = "soon"')
+    path = tmp_path / "bad.toml"
+    path.write_text(text)
+    assert main(["bundle", "--board", str(path), "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    line = text.splitlines().index('charge = "soon"                # then the EV is full and '
+                                   'opens S2') + 1 if 'charge = "soon"                #' in \
+        text else None
+    assert "unix.charge" in err and (line is None or ":%d:" % line in err), err
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_linux_board_is_not_bundled(tmp_path, capsys):
+    board = os.path.join(ROOT, "boards", "rpi-pilot-hat.toml")
+    assert main(["bundle", "--board", board, "--out", str(tmp_path)]) == 2
+    assert "is not a MicroPython board" in capsys.readouterr().err
+
+
+def test_flash_dry_run_lists_every_copy_then_verify_and_reset(capsys):
+    assert main(["flash", "--board", UNIX, "--port", "/dev/ttyACM0", "--dry-run"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    copies = [line for line in lines if " fs cp " in line]
+    assert any(line.endswith("fs cp agent/ocpp16.mpy :agent/ocpp16.mpy") for line in copies)
+    assert any(line.endswith("fs cp main.py :main.py") for line in copies)
+    assert all("connect /dev/ttyACM0" in line for line in lines[1:])
+    assert lines[-1].endswith("connect /dev/ttyACM0 reset")
+    assert "verify" in lines[-2]
+
+
+def test_flash_copies_only_what_differs_on_the_board(unix_bundle):
+    _, manifest = unix_bundle
+    on_board = {path: entry["sha256"] for path, entry in manifest["files"].items()}
+    on_board["agent/evse.mpy"] = "0" * 64            # an older build of one module
+    del on_board["board.json"]                        # never copied yet
+    changed, plan = flash_plan(manifest, "PORT", on_board)
+    assert sorted(changed) == ["agent/evse.mpy", "board.json"]
+    assert [c[3:] for c in plan] == [["fs", "mkdir", ":agent"],
+                                     ["fs", "cp", "agent/evse.mpy", ":agent/evse.mpy"],
+                                     ["fs", "cp", "board.json", ":board.json"]]
