@@ -34,7 +34,7 @@ def _hardware(board):
         from hal import unix_sim
         return unix_sim.board_hardware(board)
     from hal import mp_drivers
-    return mp_drivers.board_hardware(board), None
+    return mp_drivers.board_hardware(board, clock=monotonic_ms), None
 
 
 def _log_event(evse, event):
@@ -68,6 +68,12 @@ async def run(board, url=None, storage_dir=None):
     agent.hooks.append(connection.frames_waiting)
     tasks = [asyncio.create_task(agent.run()), asyncio.create_task(connection.run())]
     if lines is None:
+        from hal import mp_drivers
+        # pin interrupts reach the agent through one task (soft IRQs must not touch asyncio)
+        tasks.append(asyncio.create_task(mp_drivers.EVENTS.run()))
+        dog = mp_drivers.watchdog(board)
+        if dog is not None:
+            agent.hooks.append(dog.feed)    # fed after every service pass: a hang resets
         await asyncio.gather(*tasks)        # a real board: until power-off
         return True
     from hal import unix_sim

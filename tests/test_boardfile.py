@@ -72,7 +72,9 @@ def test_sim_board_normalises_to_integers():
         "ocpp": {"csms": None, "id": None, "auth_key": None, "ca": None},
         "storage": {"dir": None},
         "unix": {"tag": None, "plug_after": 1000, "charge": 30000, "ev_current": 16000},
-        "mcu": {"poll": 0},
+        "mcu": {"port": None, "poll": 0, "watchdog_ms": None, "adc_reference_mv": None,
+                "pilot_settle_us": None, "pilot_periods": None, "meter_uart": None,
+                "meter_tx": None, "meter_rx": None, "meter_de": None},
         "connectors": [{"id": 1, "type": "socket", "max_current": 32000,
                         "cable_max_current": None, "phases": 3, "ventilation": False,
                         "contactor_feedback": True, "lock_feedback": True, "state_e": False}],
@@ -219,7 +221,7 @@ def test_unknown_key_in_connector(tmp_path):
     path, problem = only_problem(tmp_path, MINIMAL + "colour = \"red\"\n")
     assert problem == ("%s:6: connectors.0.colour: unknown key (known: id, type, max_current, "
                        "cable_max_current, phases, ventilation, contactor_feedback, "
-                       "lock_feedback, state_e, linux)" % path)
+                       "lock_feedback, state_e, linux, mcu)" % path)
 
 
 def test_unknown_key_in_second_connector(tmp_path):

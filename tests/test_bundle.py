@@ -91,3 +91,24 @@ def test_flash_copies_only_what_differs_on_the_board(unix_bundle):
     assert [c[3:] for c in plan] == [["fs", "mkdir", ":agent"],
                                      ["fs", "cp", "agent/evse.mpy", ":agent/evse.mpy"],
                                      ["fs", "cp", "board.json", ":board.json"]]
+
+
+@pytest.mark.parametrize("name, port", [("esp32-devkitc", "esp32"), ("rp2040-pico", "rp2")])
+def test_a_microcontroller_bundle_holds_its_ports_drivers_only(tmp_path, name, port):
+    from tools.bundle import bundle
+    board = boardfile.load(os.path.join(ROOT, "boards", name + ".toml"))
+    manifest = bundle(board, str(tmp_path))
+    files = manifest["files"]
+    assert "hal/mp_pilot_%s.mpy" % port in files and "hal/mp_drivers.mpy" in files
+    assert "hal/modbus_rtu.mpy" in files and "hal/meter_profiles.mpy" in files
+    other = "rp2" if port == "esp32" else "esp32"
+    assert "hal/mp_pilot_%s.mpy" % other not in files and "hal/unix_sim.mpy" not in files
+
+
+def test_a_microcontroller_board_without_its_port_names_the_key(tmp_path):
+    text = open(os.path.join(ROOT, "boards", "rp2040-pico.toml")).read()
+    path = tmp_path / "board.toml"
+    path.write_text(text.replace('port = "rp2"\n', ""))
+    with pytest.raises(boardfile.BoardError) as caught:
+        boardfile.load(str(path))
+    assert any("mcu.port: hal = \"micropython\" needs port" in p for p in caught.value.problems)

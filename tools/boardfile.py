@@ -111,6 +111,12 @@ def _host_port(value):
     return value
 
 
+def _mcu_pin(value):
+    from hal.mp_pilot import parse_pin
+    parse_pin(value)        # ValueError with the reason
+    return value
+
+
 def _id_tags(value):
     if not isinstance(value, list) or not all(isinstance(t, str) and 0 < len(t) <= 20
                                               for t in value):
@@ -152,8 +158,18 @@ TOP = (
     ("unix", "plug_after", _quantity(units.parse_duration, 0, 3600000, "s"), 1000),
     ("unix", "charge", _quantity(units.parse_duration, 1000, 86400000, "s"), 30000),
     ("unix", "ev_current", CURRENT, 16000),
-    # microcontroller boards (MicroPython): how often the inputs are read (0: on events only)
+    # microcontroller boards (MicroPython, hal/mp_drivers.py): how often the inputs are read
+    # (0: on events only, the unix port's scripted board); a sampled pilot needs >= 10 ms
+    ("mcu", "port", _choice("esp32", "rp2"), None),
     ("mcu", "poll", _quantity(units.parse_duration, 0, 100, "s"), 0),
+    ("mcu", "watchdog_ms", _integer(0, 8388), None),
+    ("mcu", "adc_reference_mv", _integer(1000, 5000), None),
+    ("mcu", "pilot_settle_us", _integer(1, 200), None),
+    ("mcu", "pilot_periods", _integer(1, 20), None),
+    ("mcu", "meter_uart", _integer(0, 3), None),
+    ("mcu", "meter_tx", _mcu_pin, None),
+    ("mcu", "meter_rx", _mcu_pin, None),
+    ("mcu", "meter_de", _mcu_pin, None),
     ("ocpp", "csms", _url, None),
     ("ocpp", "id", _string(48), None),
     ("ocpp", "auth_key", _string(40), None),
@@ -207,8 +223,28 @@ LINUX_PINS = (
     ("pp_pullup_ohms", _integer(100, 100000), 1000),
     ("pp_reference_mv", _integer(1000, 12000), 3300),
 )
-# (connector key, value, pin that must then be wired, why)
-LINUX_NEEDS = (
+# [connectors.mcu]: where a connector's parts are wired on a microcontroller (hal/mp_drivers.py)
+MCU_PINS = (
+    ("pilot_pwm", _mcu_pin, REQUIRED),
+    ("pilot_adc", _mcu_pin, REQUIRED),
+    ("pilot_sense", _mcu_pin, None),         # ESP32: times the samples (see mp_pilot_esp32)
+    ("pilot_calibration", _calibration, REQUIRED),
+    ("pilot_inverted", _boolean, False),
+    ("contactor", _mcu_pin, REQUIRED),
+    ("contactor_feedback", _mcu_pin, None),
+    ("rcd_trip", _mcu_pin, None),
+    ("rcd_test", _mcu_pin, None),
+    ("rcd_reset", _mcu_pin, None),
+    ("lock", _mcu_pin, None),
+    ("lock_unlock", _mcu_pin, None),
+    ("lock_pulse_ms", _integer(50, 5000), 600),
+    ("lock_feedback", _mcu_pin, None),
+    ("pp_adc", _mcu_pin, None),
+    ("pp_pullup_ohms", _integer(100, 100000), 1000),
+    ("pp_reference_mv", _integer(1000, 12000), 3300),
+)
+# (connector key, value, pin that must then be wired, why): Linux and microcontroller boards
+PIN_NEEDS = (
     ("contactor_feedback", True, "contactor_feedback", "contactor_feedback = true"),
     ("lock_feedback", True, "lock_feedback", "lock_feedback = true"),
     ("type", "socket", "lock", "a socket locks the plug"),
@@ -339,14 +375,16 @@ def validate(document, path="<board>", key_lines=None):
         connectors = []
     seen = set()
     for index, section in enumerate(connectors):
-        connector = _checked(section, CONNECTOR, ("linux",),
+        connector = _checked(section, CONNECTOR, ("linux", "mcu"),
                              lambda key: where("connectors", key, index), problems)
-        if board.get("hal") == "linux":
-            connector["linux"] = _linux_pins(section.get("linux"), connector, index, where,
-                                             problems)
-        elif "linux" in section:
-            problems.append("%s: only for hal = \"linux\"" %
-                            where("connectors.linux", "", index).rstrip("."))
+        for hal_name, table, schema in (("linux", "linux", LINUX_PINS),
+                                        ("micropython", "mcu", MCU_PINS)):
+            if board.get("hal") == hal_name:
+                connector[table] = _pins(section.get(table), table, schema, connector, index,
+                                         where, problems)
+            elif table in section:
+                problems.append("%s: only for hal = \"%s\"" % (
+                    where("connectors." + table, "", index).rstrip("."), hal_name))
         if connector.get("id") in seen:
             problems.append("%s: duplicate connector id %d" % (
                 where("connectors", "id", index), connector["id"]))
@@ -355,6 +393,18 @@ def validate(document, path="<board>", key_lines=None):
             connector["cable_max_current"] = connector.get("max_current")
         board["connectors"].append(connector)
     _meter_checks(document.get("meter", {}), board, where, key_lines, path, problems)
+    if board.get("hal") == "micropython":
+        mcu = board.get("mcu", {})
+        if mcu.get("port") is None:
+            problems.append("%s: hal = \"micropython\" needs port = \"esp32\" or \"rp2\"" %
+                            where("mcu", "port"))
+        elif mcu["port"] == "esp32" and any(c.get("mcu", {}).get("pilot_sense") is None
+                                            for c in board["connectors"]):
+            problems.append("%s: an ESP32 times its pilot samples from pilot_sense (see "
+                            "hal/mp_pilot_esp32.py): wire it" % where("mcu", "port"))
+        if mcu.get("poll", 0) < 10:
+            problems.append("%s: a sampled pilot needs poll >= 10ms (a pilot read takes 2-3 "
+                            "ms)" % where("mcu", "poll"))
     if board.get("authorization", {}).get("mode") == "list" and \
             not board["authorization"].get("id_tags"):
         problems.append("%s: mode \"list\" needs id_tags" % where("authorization", "mode"))
@@ -404,10 +454,16 @@ def _meter_checks(section, board, where, key_lines, path, problems):
         problems.append("%s: [[meter.registers]] only with model = \"custom\"" %
                         where("meter", "model"))
     modbus = model not in ("sim", "none")
-    if modbus and board.get("hal") not in ("simulator", "unix") and \
-            not meter.get("tcp") and not meter.get("serial"):
+    if modbus and board.get("hal") == "linux" and not meter.get("tcp") and \
+            not meter.get("serial"):
         problems.append("%s: a Modbus meter needs tcp = \"HOST:PORT\" or serial = "
                         "\"/dev/...\"" % where("meter", "model"))
+    if modbus and board.get("hal") == "micropython":
+        missing = [k for k in ("meter_uart", "meter_tx", "meter_rx")
+                   if board.get("mcu", {}).get(k) is None]
+        if missing:
+            problems.append("%s: a Modbus meter on a microcontroller needs [mcu] %s" % (
+                where("meter", "model"), ", ".join(missing)))
     if meter.get("tcp") and meter.get("serial"):
         problems.append("%s: tcp or serial, not both" % where("meter", "serial"))
 
@@ -433,18 +489,19 @@ def _checked(section, schema, also_known, where_key, problems):
     return values
 
 
-def _linux_pins(section, connector, index, where, problems):
-    """A connector's [connectors.linux] table: every pin named, and every part the
-    connector says it has is wired."""
+def _pins(section, table, schema, connector, index, where, problems):
+    """A connector's [connectors.linux] or [connectors.mcu] table: every pin named, and
+    every part the connector says it has is wired."""
     if not isinstance(section, dict):
-        problems.append("%s: a [connectors.linux] table is required with hal = \"linux\"" %
-                        where("connectors", "id", index))
+        problems.append("%s: a [connectors.%s] table is required with this hal" % (
+            where("connectors", "id", index), table))
         return {}
-    pins = _checked(section, LINUX_PINS, (), lambda key: where("connectors.linux", key, index),
+    pins = _checked(section, schema, (), lambda key: where("connectors." + table, key, index),
                     problems)
-    for connector_key, value, pin, why in LINUX_NEEDS:
-        if connector.get(connector_key) == value and not section.get(pin):
-            problems.append("%s: missing (%s)" % (where("connectors.linux", pin, index), why))
+    for connector_key, value, pin, why in PIN_NEEDS:
+        if connector.get(connector_key) == value and section.get(pin) is None:
+            problems.append("%s: missing (%s)" % (where("connectors." + table, pin, index),
+                                                  why))
     return pins
 
 
