@@ -35,6 +35,11 @@ from pymodbus.framer import FramerType
 
 from hal import modbus_meter
 from hal.interfaces import Meter, MeterError, MeterSample
+# the Modbus facts and errors both masters share (the portable RTU master's module)
+from hal.modbus_rtu import (
+    ModbusExceptionResponse, ModbusFrameError, ModbusTimeout, exception_text, quiet_time_us,
+    wire_us,
+)
 from hal.meter_profiles import PROFILES
 
 # pymodbus logs every timeout and bad frame at ERROR level with a frame dump; our callers get
@@ -46,59 +51,16 @@ DEFAULT_TIMEOUT_MS = 1000       # per attempt; a 9600 Bd answer of 125 registers
 DEFAULT_RETRIES = 2             # attempts = retries + 1
 BACKOFF_MS = 50                 # first pause before a retry; doubles per retry ...
 BACKOFF_MAX_MS = 800            # ... up to this
-RTU_FAST_QUIET_S = 0.00175      # inter-frame silence above 19200 Bd (fixed by the spec)
 PARITIES = ("N", "E", "O")
 STOPBITS = (1, 2)
 
-# Modbus Application Protocol V1.1b3 §7
-EXCEPTION_NAMES = {
-    0x01: "illegal function",
-    0x02: "illegal data address",
-    0x03: "illegal data value",
-    0x04: "server device failure",
-    0x05: "acknowledge",
-    0x06: "server device busy",
-    0x08: "memory parity error",
-    0x0A: "gateway path unavailable",
-    0x0B: "gateway target device failed to respond",
-}
-# worth asking again: the device (or the gateway in front of it) may answer next time;
-# 01/02/03 are answers about the request itself and will not change
-TRANSIENT_CODES = (0x04, 0x05, 0x06, 0x0B)
 # a gateway saying the unit is not there: for probing, the same as silence
 ABSENT_CODES = (0x0A, 0x0B)
-
-
-class ModbusTimeout(MeterError):
-    """No answer at all within the timeout (nothing at that unit id, wrong baud rate/parity,
-    A/B swapped, cable)."""
-    retry = True
-
-
-class ModbusFrameError(MeterError):
-    """Bytes came back but no valid answer: CRC or framing error, wrong unit or length."""
-    retry = True
 
 
 class ModbusLinkError(MeterError):
     """The link itself: the serial device cannot be opened, the TCP connection is refused."""
     retry = True
-
-
-class ModbusExceptionResponse(MeterError):
-    """The device answered with a Modbus exception; `code` is its exception code."""
-
-    def __init__(self, message, code):
-        MeterError.__init__(self, message)
-        self.code = code
-        self.retry = code in TRANSIENT_CODES
-
-
-def exception_text(code, function, address, count):
-    """'exception 02 illegal data address at 0x0048 (function 04, 2 registers)'."""
-    return "exception %02X %s at 0x%04X (function %02d, %d register%s)" % (
-        code, EXCEPTION_NAMES.get(code, "unknown"), address, function, count,
-        "" if count == 1 else "s")
 
 
 def parse_host_port(text, default_port=TCP_PORT, any_port=False):
@@ -124,17 +86,14 @@ def parse_host_port(text, default_port=TCP_PORT, any_port=False):
 
 
 def quiet_time_s(baud, parity="N", stopbits=1):
-    """RTU inter-frame silence: 3.5 character times (11 bits each with a parity bit or two
-    stop bits, else 10), a fixed 1.75 ms above 19200 Bd."""
-    if baud > 19200:
-        return RTU_FAST_QUIET_S
-    bits = 1 + 8 + (parity != "N") + stopbits
-    return 3.5 * bits / baud
+    """RTU inter-frame silence in seconds (hal/modbus_rtu.py: 3.5 characters, 1.75 ms above
+    19200 Bd)."""
+    return quiet_time_us(baud, parity, stopbits) / 1000000
 
 
 def wire_ms(nbytes, baud, parity="N", stopbits=1):
     """Milliseconds `nbytes` RTU characters occupy the line."""
-    return nbytes * (1 + 8 + (parity != "N") + stopbits) * 1000 / baud
+    return wire_us(nbytes, baud, parity, stopbits) / 1000
 
 
 def min_timeout_ms(blocks, baud, parity="N", stopbits=1):

@@ -621,8 +621,9 @@ def test_exception_text_and_quiet_time():
         "exception 02 illegal data address at 0x0048 (function 04, 2 registers)"
     assert exception_text(0x0B, 3, 0, 1).startswith(
         "exception 0B gateway target device failed to respond")
-    assert quiet_time_s(9600) == pytest.approx(3.5 * 10 / 9600)
-    assert quiet_time_s(9600, "E") == pytest.approx(3.5 * 11 / 9600)
+    # 3.5 characters of 10 or 11 bits, rounded up to whole microseconds (hal/modbus_rtu.py)
+    assert quiet_time_s(9600) == pytest.approx(3646e-6)
+    assert quiet_time_s(9600, "E") == pytest.approx(4011e-6)
     assert quiet_time_s(115200) == 0.00175
 
 
