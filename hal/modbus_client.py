@@ -260,8 +260,12 @@ class Bus:
         if self.is_serial:
             if not os.path.exists(self.serial) and "://" not in self.serial:
                 raise ModbusLinkError("%s: no such device" % self.link)
+            # a pseudo-terminal (a simulated bus, a USB-serial bridge daemon) has no parity
+            # bit and refuses the setting (tcsetattr: EINVAL); the timing keeps it
+            parity = "N" if os.path.realpath(self.serial).startswith("/dev/pts/") else \
+                self.parity
             client = AsyncModbusSerialClient(
-                self.serial, framer=FramerType.RTU, baudrate=self.baud, parity=self.parity,
+                self.serial, framer=FramerType.RTU, baudrate=self.baud, parity=parity,
                 stopbits=self.stopbits, bytesize=8, timeout=timeout_s, retries=0,
                 reconnect_delay=0, trace_packet=self._trace)
         else:

@@ -656,3 +656,22 @@ def test_meter_from_config_defaults_and_errors():
             ({"model": "custom", "tcp": "h:502"}, "no registers")):
         with pytest.raises(ValueError, match=message):
             meter_from_config(config)
+
+
+def test_an_even_parity_meter_reads_over_a_paced_pty():
+    """8E1 (the Orno OR-WE-517's default): a pty carries no parity bit, so both ends open it
+    8N1 while the line paces 11-bit characters."""
+    from simulator.meter_server import SimulatedMeter, start_rtu
+
+    async def main():
+        server = await start_rtu([SimulatedMeter("or-we-517", unit_id=1)], baud=9600,
+                                 parity="E")
+        try:
+            meter = meter_from_config({"model": "or-we-517", "serial": server.client_path,
+                                       "parity": "E", "baud": 9600, "id": 1})
+            return await meter.read()
+        finally:
+            await server.stop()
+
+    sample = asyncio.run(main())
+    assert sample.voltage_dv == (2300, 2300, 2300)
