@@ -100,6 +100,24 @@ def _resolve(future):
         future.set_result(None)
 
 
+def tls_client_context(ca_der):
+    """A TLS client context that trusts only the DER certificates in `ca_der` and checks the
+    server's certificate and name (security profile 2, spec/standards.md §5.6).
+    MicroPython: its SSLContext verifies nothing unless told to, takes DER only, one
+    certificate per call; its mbedTLS 3 has no TLS below 1.2. ValueError (MicroPython) or
+    ssl.SSLError (CPython) for a certificate that does not load."""
+    import ssl
+    if MICROPYTHON:
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        context.verify_mode = ssl.CERT_REQUIRED
+        for der in ca_der:
+            context.load_verify_locations(cadata=der)
+        return context
+    context = ssl.create_default_context(cadata=b"".join(ca_der))
+    context.minimum_version = ssl.TLSVersion.TLSv1_2   # A00.FR.312: TLS 1.2 or higher
+    return context
+
+
 async def sleep_ms(ms):
     await asyncio.sleep(ms / 1000)
 

@@ -79,7 +79,11 @@ async def run(board, url=None, storage_dir=None):
     from hal import unix_sim
     await unix_sim.drive(board, agent, lines[min(lines)])
     waited = 0
-    while (len(cp.journal.pending()) or cp.rpc.busy()) and waited < DELIVERY_WAIT_MS:
+    # the EV has left: once the connectors are idle again (Available sent) and every
+    # transaction message is delivered, the scripted session is over
+    while waited < DELIVERY_WAIT_MS and (
+            len(cp.journal.pending()) or cp.rpc.busy() or cp.rpc.has_frames() or
+            any(evse.state != "idle" for evse in agent.station.evses.values())):
         await asyncio.sleep(0.1)
         waited += 100
     delivered = not len(cp.journal.pending())
