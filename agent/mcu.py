@@ -77,6 +77,7 @@ async def run(board, url=None, storage_dir=None):
         await asyncio.gather(*tasks)        # a real board: until power-off
         return True
     from hal import unix_sim
+    heap = asyncio.create_task(_watch_heap(HEAP_PEAK))
     await unix_sim.drive(board, agent, lines[min(lines)])
     waited = 0
     # the EV has left: once the connectors are idle again (Available sent) and every
@@ -91,9 +92,30 @@ async def run(board, url=None, storage_dir=None):
     await connection.close()
     for task in tasks:
         task.cancel()
+    heap.cancel()
+    if HEAP_PEAK[0]:
+        print("heap: peak %d bytes allocated during the session" % HEAP_PEAK[0])
     print("session done: %s" % ("every message delivered" if delivered else
                                 "%d messages still queued" % len(cp.journal.pending())))
     return delivered
+
+
+HEAP_PEAK = [0]
+
+
+async def _watch_heap(peak, every_ms=20):
+    """The most heap allocated at once (sampled; MicroPython only): the figure that says
+    how much RAM a session needs beside the code."""
+    try:
+        import gc
+        allocated = gc.mem_alloc
+    except (ImportError, AttributeError):
+        return
+    while True:
+        used = allocated()
+        if used > peak[0]:
+            peak[0] = used
+        await asyncio.sleep(every_ms / 1000)
 
 
 def main(argv=None, board_path="board.json"):

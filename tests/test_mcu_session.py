@@ -5,6 +5,7 @@ bytes that run here are the bytes `evse flash` puts on a board (tools/bundle.py)
 """
 import asyncio
 import os
+import shutil
 import sys
 
 import pytest
@@ -33,7 +34,8 @@ def unix_bundle(tmp_path_factory):
 
 async def run_session(out, operator=None, heap=SESSION_HEAP):
     """The bundle's main.py under MicroPython against a fresh local CSMS; returns
-    (exit status, output lines, csms)."""
+    (exit status, output lines, csms). Each run starts as a fresh board (no state)."""
+    shutil.rmtree(os.path.join(out, "state"), ignore_errors=True)
     csms = await LocalCsms().start()
     process = await asyncio.create_subprocess_exec(
         _micropython(), "-X", "heapsize=" + heap, os.path.join(out, "main.py"),
@@ -69,6 +71,7 @@ def test_a_whole_session_on_micropython(unix_bundle, tmp_path):
     output = "\n".join(lines[-40:])
     assert code == 0, output
     assert lines[-1] == "session done: every message delivered", output
+    assert lines[-2].startswith("heap: peak "), output
     starts, stops = calls(csms, "StartTransaction"), calls(csms, "StopTransaction")
     assert [s["idTag"] for s in starts] == ["04A1B2C3"] and len(stops) == 1, output
     assert calls(csms, "Authorize") == [{"idTag": "04A1B2C3"}]
@@ -91,6 +94,7 @@ def test_the_csms_going_away_mid_transaction_loses_nothing(unix_bundle):
     output = "\n".join(lines[-40:])
     assert code == 0, output
     assert lines[-1] == "session done: every message delivered", output
+    assert lines[-2].startswith("heap: peak "), output
     assert len(calls(csms, "StartTransaction")) == 1 and len(calls(csms, "StopTransaction")) == 1
     transaction_id = csms.records(CP, "StartTransaction", "CALLRESULT", "to_cp")[0].payload[
         "transactionId"]
@@ -102,3 +106,39 @@ def test_the_csms_going_away_mid_transaction_loses_nothing(unix_bundle):
     # the samples taken while the CSMS was away arrive afterwards, in order
     assert len(energies) >= 3 and energies == sorted(energies), output
     assert len(csms.connection_events) >= 3           # connect, lose, reconnect
+
+
+def test_a_reset_mid_transaction_ends_it_with_power_loss_after_the_reboot(unix_bundle):
+    """The board loses power while charging (SIGKILL: nothing runs on the way down) and
+    starts again on the same filesystem: the open transaction is stopped with reason
+    PowerLoss from the journal, exactly once, and the next session works."""
+    async def main():
+        csms = await LocalCsms().start()
+        env = dict(os.environ, MICROPYPATH=".frozen:" + unix_bundle)
+        command = [_micropython(), "-X", "heapsize=" + SESSION_HEAP,
+                   os.path.join(unix_bundle, "main.py"), csms.url]
+        try:
+            first = await asyncio.create_subprocess_exec(
+                *command, cwd=unix_bundle, env=env, stdout=asyncio.subprocess.DEVNULL,
+                stderr=asyncio.subprocess.DEVNULL)
+            await csms.wait_received(CP, "StartTransaction", timeout=60)
+            await asyncio.sleep(3)
+            first.kill()
+            await first.wait()
+            second = await asyncio.create_subprocess_exec(
+                *command, cwd=unix_bundle, env=env, stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.STDOUT)
+            output = (await asyncio.wait_for(second.communicate(), 120))[0].decode()
+            return second.returncode, output, csms
+        finally:
+            await csms.stop()
+
+    shutil.rmtree(os.path.join(unix_bundle, "state"), ignore_errors=True)
+    code, output, csms = asyncio.run(main())
+    assert code == 0, output[-3000:]
+    starts = csms.records(CP, "StartTransaction", "CALLRESULT", "to_cp")
+    ids = [r.payload["transactionId"] for r in starts]
+    stops = calls(csms, "StopTransaction")
+    assert len(ids) == 2 and len(calls(csms, "BootNotification")) == 2
+    assert [(s["transactionId"], s["reason"]) for s in stops] == \
+        [(ids[0], "PowerLoss"), (ids[1], "Local")]
