@@ -34,7 +34,7 @@ from pymodbus.exceptions import ConnectionException, ModbusException, ModbusIOEx
 from pymodbus.framer import FramerType
 
 from hal import modbus_meter
-from hal.interfaces import Meter, MeterError, MeterSample
+from hal.interfaces import Meter, MeterError
 # the Modbus facts and errors both masters share (the portable RTU master's module)
 from hal.modbus_rtu import (
     ModbusExceptionResponse, ModbusFrameError, ModbusTimeout, exception_text, quiet_time_us,
@@ -351,7 +351,7 @@ def _wall_clock_ms():
     return int(time.time() * 1000)
 
 
-class ModbusMeter(Meter):
+class ModbusMeter(modbus_meter.ProfileMeter, Meter):
     """A meter of a known register map (`profile`, a dict of hal/meter_profiles.py) at
     `unit_id` on `bus`. `await read()` -> MeterSample with timestamp_ms = when the snapshot
     started (`clock()`, default wall-clock milliseconds), or MeterError."""
@@ -359,35 +359,16 @@ class ModbusMeter(Meter):
     def __init__(self, profile, unit_id, bus, model=None, clock=None):
         if not 0 <= unit_id <= 255:
             raise ValueError("unit id must be 0..255, got %r" % unit_id)
-        self.profile = profile
-        self.unit_id = unit_id
+        modbus_meter.ProfileMeter.__init__(self, profile, unit_id, model,
+                                           clock or _wall_clock_ms)
         self.bus = bus
-        self.model = model or profile.get("title", "meter")
-        self.clock = clock or _wall_clock_ms
-        self.blocks = modbus_meter.plan(profile)
+        self.link = bus.link
 
-    async def read_table(self):
-        """{(function, address): word} of every planned block, all read, or MeterError."""
-        answers = []
-        for function, start, count in self.blocks:
-            try:
-                answers.append(await self.bus.read_registers(
-                    self.unit_id, function, start, count))
-            except MeterError as error:
-                error.args = ("%s: %s" % (self.model, error),)
-                raise
-        return modbus_meter.registers_of(self.blocks, answers)
+    async def _read_registers(self, function, start, count):
+        return await self.bus.read_registers(self.unit_id, function, start, count)
 
-    async def read(self):
-        started = self.clock()
-        table = await self.read_table()
-        sample = MeterSample(timestamp_ms=started)
-        implausible = modbus_meter.decode(self.profile, table, sample)
-        if implausible:
-            raise MeterError("%s: %s id %d: implausible %s" % (
-                self.model, self.bus.link, self.unit_id,
-                ", ".join(describe_value(self.profile, table, q) for q in implausible)))
-        return sample
+    def describe(self, table, quantity):
+        return describe_value(self.profile, table, quantity)
 
 
 def describe_value(profile, table, quantity):

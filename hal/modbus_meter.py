@@ -252,3 +252,54 @@ def decode(profile, table, sample):
     for field, values in phased.items():
         setattr(sample, field, tuple(values))
     return implausible
+
+
+class ProfileMeter:
+    """A meter of a known register map read through any Modbus master (the pymodbus bus of
+    hal/modbus_client.py, the RTU master of hal/modbus_rtu.py): one snapshot is every block
+    of the profile's plan, decoded together, or a MeterError (no half snapshots).
+
+    Subclasses (which are also hal.interfaces.Meter) set `link` (for messages) and give
+    `async _read_registers(function, start, count)`; `describe(table, quantity)` may say
+    more about an implausible value."""
+
+    def __init__(self, profile, unit_id, model=None, clock=None):
+        self.profile = profile
+        self.unit_id = unit_id
+        self.model = model or profile.get("title", "meter")
+        self.clock = clock
+        self.blocks = plan(profile)
+
+    def describe(self, table, quantity):
+        return quantity
+
+    async def read_table(self):
+        """{(function, address): word} of every planned block, all read, or MeterError."""
+        from hal.interfaces import MeterError
+        answers = []
+        for function, start, count in self.blocks:
+            try:
+                answers.append(await self._read_registers(function, start, count))
+            except MeterError as error:
+                raise with_context(error, "%s: %s" % (self.model, error))
+        return registers_of(self.blocks, answers)
+
+    async def read(self):
+        from hal.interfaces import MeterError, MeterSample
+        started = self.clock() if self.clock is not None else None
+        table = await self.read_table()
+        sample = MeterSample(timestamp_ms=started)
+        implausible = decode(self.profile, table, sample)
+        if implausible:
+            raise MeterError("%s: %s id %d: implausible %s" % (
+                self.model, self.link, self.unit_id,
+                ", ".join(self.describe(table, q) for q in implausible)))
+        return sample
+
+
+def with_context(error, text):
+    """The same error (its class, and its exception code if it has one) with another
+    message: MicroPython keeps an exception's args read-only, so a new one is made."""
+    if hasattr(error, "code"):
+        return type(error)(text, error.code)
+    return type(error)(text)

@@ -45,7 +45,7 @@ from array import array
 
 from agent.compat import asyncio, monotonic_ms, sleep_ms
 from hal import modbus_meter
-from hal.interfaces import Meter, MeterError, MeterSample
+from hal.interfaces import Meter, MeterError
 
 DEFAULT_TIMEOUT_MS = 1000     # per attempt; a 9600 Bd answer of 125 registers takes 265 ms
 DEFAULT_RETRIES = 2           # attempts = retries + 1
@@ -92,13 +92,6 @@ class ModbusExceptionResponse(MeterError):
         super().__init__(message)
         self.code = code
         self.retry = code in TRANSIENT_CODES
-
-
-def _same_error(error, text):
-    """`error`'s class with another message (MicroPython exceptions keep args read-only)."""
-    if isinstance(error, ModbusExceptionResponse):
-        return ModbusExceptionResponse(text, error.code)
-    return type(error)(text)
 
 
 def exception_text(code, function, address, count):
@@ -273,7 +266,7 @@ class RtuMaster:
             except MeterError as error:
                 if attempt >= self.retries or not getattr(error, "retry", False):
                     if attempt:
-                        raise _same_error(error, "%s (%d attempts)" % (error, attempt + 1))
+                        raise modbus_meter.with_context(error, "%s (%d attempts)" % (error, attempt + 1))
                     raise
             await self.sleep(min(self.backoff_ms << attempt, BACKOFF_MAX_MS))
             attempt += 1
@@ -382,7 +375,7 @@ class RtuMaster:
         return "<RtuMaster %s>" % self.link
 
 
-class RtuMeter(Meter):
+class RtuMeter(modbus_meter.ProfileMeter, Meter):
     """A meter of a known register map (`profile`, a dict of hal/meter_profiles.py) at
     `unit_id` behind `master`. `await read()` -> MeterSample (timestamp_ms = `clock()` when
     the snapshot started, None without a clock: the agent stamps it), or MeterError."""
@@ -390,12 +383,9 @@ class RtuMeter(Meter):
     def __init__(self, profile, unit_id, master, model=None, clock=None):
         if not 1 <= unit_id <= 247:
             raise ValueError("unit id must be 1..247 on a serial line, got %r" % (unit_id,))
-        self.profile = profile
-        self.unit_id = unit_id
+        modbus_meter.ProfileMeter.__init__(self, profile, unit_id, model, clock)
         self.master = master
-        self.model = model or profile.get("title", "meter")
-        self.clock = clock
-        self.blocks = modbus_meter.plan(profile)
+        self.link = master.link
         # the slowest answer on the line sets its patience (at 2400 Bd an 80-register
         # answer alone takes 690 ms)
         largest = max([count for _, _, count in self.blocks] or [1])
@@ -403,23 +393,5 @@ class RtuMeter(Meter):
         if master.timeout_ms < needed:
             master.timeout_ms = needed
 
-    async def read_table(self):
-        """{(function, address): word} of every planned block, all read, or MeterError."""
-        answers = []
-        for function, start, count in self.blocks:
-            try:
-                answers.append(await self.master.read_registers(
-                    self.unit_id, function, start, count))
-            except MeterError as error:
-                raise _same_error(error, "%s: %s" % (self.model, error))
-        return modbus_meter.registers_of(self.blocks, answers)
-
-    async def read(self):
-        started = self.clock() if self.clock is not None else None
-        table = await self.read_table()
-        sample = MeterSample(timestamp_ms=started)
-        implausible = modbus_meter.decode(self.profile, table, sample)
-        if implausible:
-            raise MeterError("%s: %s id %d: implausible %s" % (
-                self.model, self.master.link, self.unit_id, ", ".join(implausible)))
-        return sample
+    async def _read_registers(self, function, start, count):
+        return await self.master.read_registers(self.unit_id, function, start, count)

@@ -227,3 +227,38 @@ def parse_pin(spec, what="pin"):
     if not text:
         raise ValueError("%s: %r names no pin" % (what, spec))
     return (int(text) if text.isdigit() else text), active_low, pull
+
+
+# -- the generator side both ports share ------------------------------------------------------
+
+PWM_FREQ_HZ = 1000              # IEC 61851-1: the pilot's 1 kHz
+
+
+class PwmOutput:
+    """Duty in permille onto a machine.PWM at 1 kHz (`self.pwm`): +12 V (state x1) is 100 %,
+    -12 V (F) is 0 % with the PWM running (an idle PWM pin's level differs between ports).
+    An inverting amplifier is handled by the PWM itself (`invert=`), so the duty here is the
+    one the pilot line shows, and `self.duty` is what the samplers time their reads by."""
+
+    def __init__(self, pwm):
+        self.pwm = pwm              # started at 100 %: +12 V, no offer
+        self.duty = 1000
+
+    def set_pwm(self, duty_permille):
+        self._write(min(max(int(duty_permille), 0), 1000))
+
+    def set_static(self, level):
+        if level == "x1":
+            self._write(1000)
+        elif level == "f":
+            self._write(0)
+        else:
+            raise ValueError("pilot level %r: this front-end drives x1 (+12 V) and f (-12 V) "
+                             "only" % (level,))
+
+    def _write(self, duty):
+        self.duty = duty
+        if duty in (0, 1000):
+            self.pwm.duty_u16(65535 if duty else 0)     # fully on or off, no glitch per period
+        else:
+            self.pwm.duty_ns(duty * (1000000000 // PWM_FREQ_HZ) // 1000)

@@ -58,10 +58,10 @@ from time import sleep_us, ticks_diff, ticks_us
 from machine import ADC, PWM, Pin, time_pulse_us
 
 from hal import interfaces as hal
-from hal.mp_pilot import (PERIOD_US, SETTLE_US, PlateauTracker, bracket_ok, calibrate,
-                          check_calibration, high_us, parse_pin, sample_offsets)
+from hal.mp_pilot import (PERIOD_US, PWM_FREQ_HZ, PlateauTracker, PwmOutput, SETTLE_US,
+                          bracket_ok, calibrate, check_calibration, high_us, parse_pin,
+                          sample_offsets)
 
-PWM_FREQ_HZ = 1000
 EDGE_TIMEOUT_US = PERIOD_US + 100      # per phase of time_pulse_us: one period and a margin
 READ_TIME_PROBES = 8
 
@@ -83,7 +83,7 @@ class AdcMv:
         return (self.adc.read_uv() + 500) // 1000
 
 
-class Esp32Pilot(hal.Pilot):
+class Esp32Pilot(PwmOutput, hal.Pilot):
     """See the module docstring. `pins`: the connector's [connectors.mcu] table."""
 
     def __init__(self, pins, settle_us=SETTLE_US, periods=2):
@@ -98,9 +98,8 @@ class Esp32Pilot(hal.Pilot):
         # what the sense input shows on the pilot's high plateau ("!N": low)
         self.high_level = 0 if sense_low else 1
         self.adc = AdcMv(pins["pilot_adc"], "pilot_adc")
-        self.pwm = PWM(Pin(_pin_id(pins["pilot_pwm"], "pilot_pwm"), Pin.OUT),
-                       freq=PWM_FREQ_HZ, duty_u16=65535, invert=self.inverted)
-        self.duty = 1000                         # permille; starts at x1 (+12 V)
+        PwmOutput.__init__(self, PWM(Pin(_pin_id(pins["pilot_pwm"], "pilot_pwm"), Pin.OUT),
+                                     freq=PWM_FREQ_HZ, duty_u16=65535, invert=self.inverted))
         self.settle_us = settle_us
         self.periods = periods
         self.tracker = PlateauTracker()
@@ -113,24 +112,6 @@ class Esp32Pilot(hal.Pilot):
             self.adc.adc.read_uv()
             longest = max(longest, ticks_diff(ticks_us(), start))
         return longest
-
-    # -- commands ---------------------------------------------------------------------------
-
-    def set_pwm(self, duty_permille):
-        duty = min(max(int(duty_permille), 0), 1000)
-        self.pwm.duty_ns(duty * (1000000000 // PWM_FREQ_HZ) // 1000)   # period in ns x duty
-        self.duty = duty
-
-    def set_static(self, level):
-        if level == "x1":
-            self.pwm.duty_u16(65535)
-            self.duty = 1000
-        elif level == "f":
-            self.pwm.duty_u16(0)
-            self.duty = 0
-        else:
-            raise ValueError("pilot level %r: this front-end drives x1 (+12 V) and f (-12 V) "
-                             "only" % (level,))
 
     # -- readings ---------------------------------------------------------------------------
 

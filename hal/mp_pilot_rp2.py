@@ -49,11 +49,10 @@ from time import sleep_us, ticks_diff, ticks_us
 from machine import ADC, PWM, Pin, mem32
 
 from hal import interfaces as hal
-from hal.mp_pilot import (HIGH, LOW, PERIOD_US, SETTLE_US, PlateauTracker, calibrate,
-                          check_calibration, classify_sample, parse_pin, sample_offsets,
-                          u16_mv)
+from hal.mp_pilot import (HIGH, LOW, PERIOD_US, PWM_FREQ_HZ, PlateauTracker, PwmOutput,
+                          SETTLE_US, calibrate, check_calibration, classify_sample, parse_pin,
+                          sample_offsets, u16_mv)
 
-PWM_FREQ_HZ = 1000
 PWM_BASES = (("RP2350", 0x400A8000), ("RP2040", 0x40050000))
 SLICE_STRIDE = 0x14
 CSR, CTR, CC, TOP = 0x00, 0x08, 0x0C, 0x10
@@ -94,7 +93,7 @@ class AdcMv:
         return u16_mv(self.adc.read_u16(), self.reference_mv)
 
 
-class Rp2Pilot(hal.Pilot):
+class Rp2Pilot(PwmOutput, hal.Pilot):
     """See the module docstring. `pins`: the connector's [connectors.mcu] table."""
 
     def __init__(self, pins, reference_mv=DEFAULT_REFERENCE_MV, settle_us=SETTLE_US,
@@ -106,7 +105,8 @@ class Rp2Pilot(hal.Pilot):
             raise ValueError("pilot_pwm: the RP2 pilot needs a GPIO number, got %r" % (gpio,))
         self.adc = AdcMv(pins["pilot_adc"], reference_mv, "pilot_adc")
         self.reference_mv = reference_mv
-        self.pwm = PWM(Pin(gpio), freq=PWM_FREQ_HZ, duty_u16=65535, invert=self.inverted)
+        PwmOutput.__init__(self, PWM(Pin(gpio), freq=PWM_FREQ_HZ, duty_u16=65535,
+                                     invert=self.inverted))
         slice_number, self.channel = pwm_slice(gpio)
         slice_base = pwm_base(getattr(sys.implementation, "_machine", "")) + \
             SLICE_STRIDE * slice_number
@@ -116,7 +116,6 @@ class Rp2Pilot(hal.Pilot):
         if mem32[slice_base + CSR] & CSR_PH_CORRECT:
             raise ValueError("pilot_pwm: PWM slice %d runs phase-correct; the sampler needs "
                              "the normal mode machine.PWM sets up" % slice_number)
-        self.duty = 1000
         self.settle_us = settle_us
         self.periods = periods
         self.tracker = PlateauTracker()
@@ -131,24 +130,6 @@ class Rp2Pilot(hal.Pilot):
             _ = mem32[self.ctr_address]
             longest = max(longest, ticks_diff(ticks_us(), start))
         return longest
-
-    # -- commands ---------------------------------------------------------------------------
-
-    def set_pwm(self, duty_permille):
-        duty = min(max(int(duty_permille), 0), 1000)
-        self.pwm.duty_ns(duty * (1000000000 // PWM_FREQ_HZ) // 1000)   # period in ns x duty
-        self.duty = duty
-
-    def set_static(self, level):
-        if level == "x1":
-            self.pwm.duty_u16(65535)
-            self.duty = 1000
-        elif level == "f":
-            self.pwm.duty_u16(0)
-            self.duty = 0
-        else:
-            raise ValueError("pilot level %r: this front-end drives x1 (+12 V) and f (-12 V) "
-                             "only" % (level,))
 
     # -- readings ---------------------------------------------------------------------------
 

@@ -653,3 +653,33 @@ def test_pp_and_watchdog_and_board_assembly():
         assert drivers.board_meters({"meter": {"model": "none"}, "connectors": []}) == {}
         assert "mcu: meter_uart" in _raises(ValueError, drivers.board_meters, {
             "meter": {"model": "sdm630"}, "connectors": [{"id": 1}]})
+
+
+class _RecordingPwm:
+    def __init__(self):
+        self.calls = []
+
+    def duty_ns(self, ns):
+        self.calls.append(("ns", ns))
+
+    def duty_u16(self, value):
+        self.calls.append(("u16", value))
+
+
+def test_pwm_output_writes_duty_in_nanoseconds_and_static_levels_fully_on_or_off():
+    from hal.mp_pilot import PwmOutput
+    pwm = _RecordingPwm()
+    out = PwmOutput(pwm)
+    assert out.duty == 1000                 # +12 V until told otherwise
+    out.set_pwm(533)                        # 32 A
+    out.set_static("f")
+    out.set_static("x1")
+    out.set_pwm(1200)                       # clamped
+    assert pwm.calls == [("ns", 533000), ("u16", 0), ("u16", 65535), ("u16", 65535)]
+    assert out.duty == 1000
+    try:
+        out.set_static("e")
+    except ValueError:
+        pass
+    else:
+        raise AssertionError("state E needs a front-end that can drive 0 V")
