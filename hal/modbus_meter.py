@@ -170,15 +170,14 @@ def plan(profile):
     return blocks
 
 
+WORDS = {1: ">H", 2: ">HH", 4: ">HHHH"}     # registers -> their big-endian bytes
+
+
 def _raw(words, kind, order):
     """The integer or float in `words` (16-bit register values, as read)."""
     if order == CDAB:
-        words = list(reversed(words))
-    data = bytearray()
-    for word in words:
-        data.append((word >> 8) & 0xFF)
-        data.append(word & 0xFF)
-    return struct.unpack(TYPES[kind][1], bytes(data))[0]
+        words = words[::-1]
+    return struct.unpack(TYPES[kind][1], struct.pack(WORDS[len(words)], *words))[0]
 
 
 def _scaled(raw, power):
