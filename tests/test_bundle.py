@@ -2,6 +2,7 @@
 import hashlib
 import json
 import os
+import sys
 
 import pytest
 
@@ -71,11 +72,15 @@ def test_a_linux_board_is_not_bundled(tmp_path, capsys):
 
 
 def test_flash_dry_run_lists_every_copy_then_verify_and_reset(capsys):
-    assert main(["flash", "--board", UNIX, "--port", "/dev/ttyACM0", "--dry-run"]) == 0
+    board = os.path.join(ROOT, "boards", "esp32-devkitc.toml")
+    assert main(["flash", "--board", board, "--port", "/dev/ttyACM0", "--dry-run"]) == 0
     lines = capsys.readouterr().out.splitlines()
     copies = [line for line in lines if " fs cp " in line]
     assert any(line.endswith("fs cp agent/ocpp16.mpy :agent/ocpp16.mpy") for line in copies)
+    assert any(line.endswith("fs cp hal/mp_pilot_esp32.mpy :hal/mp_pilot_esp32.mpy")
+               for line in copies)
     assert any(line.endswith("fs cp main.py :main.py") for line in copies)
+    assert not any(" resume " in line for line in lines)       # a real board: soft resets
     assert all("connect /dev/ttyACM0" in line for line in lines[1:])
     assert lines[-1].endswith("connect /dev/ttyACM0 reset")
     assert "verify" in lines[-2]
@@ -112,3 +117,50 @@ def test_a_microcontroller_board_without_its_port_names_the_key(tmp_path):
     with pytest.raises(boardfile.BoardError) as caught:
         boardfile.load(str(path))
     assert any("mcu.port: hal = \"micropython\" needs port" in p for p in caught.value.problems)
+
+
+@pytest.fixture
+def unix_port_on_a_pty(tmp_path):
+    """A MicroPython unix port REPL behind a pty pair, its files in tmp_path/board: what
+    mpremote sees of a board on a serial port."""
+    import subprocess
+    import tty
+    from simulator.rs485 import Rs485Line
+    folder = tmp_path / "board"
+    folder.mkdir()
+    line = Rs485Line(baud=115200, pace=False).start()
+    fd = os.open(line.device_path, os.O_RDWR | os.O_NOCTTY)
+    tty.setraw(fd)
+    repl = subprocess.Popen([os.path.join(os.path.dirname(sys.executable), "micropython")],
+                            stdin=fd, stdout=fd, stderr=fd, cwd=str(folder))
+    try:
+        yield line.client_path, folder
+    finally:
+        repl.kill()
+        repl.wait()
+        os.close(fd)
+        line.stop()
+
+
+def test_flash_to_the_unix_port_through_a_pty_copies_what_differs_and_verifies(
+        unix_port_on_a_pty, capsys):
+    port, folder = unix_port_on_a_pty
+    assert main(["flash", "--board", UNIX, "--port", port]) == 0
+    first = capsys.readouterr().out
+    manifest_files = _bundled_manifest()["files"]
+    for path, entry in manifest_files.items():
+        data = (folder / path).read_bytes()
+        assert hashlib.sha256(data).hexdigest() == entry["sha256"], path
+    assert first.startswith("%d of %d files copied" % (len(manifest_files),
+                                                        len(manifest_files)))
+    (folder / "agent" / "evse.mpy").write_bytes(b"an older build")
+    assert main(["flash", "--board", UNIX, "--port", port]) == 0
+    assert capsys.readouterr().out.startswith("1 of %d files copied, all verified" %
+                                              len(manifest_files))
+
+
+def _bundled_manifest():
+    import tempfile
+    from tools.bundle import bundle
+    with tempfile.TemporaryDirectory() as out:
+        return bundle(boardfile.load(UNIX), out)

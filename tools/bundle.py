@@ -119,11 +119,12 @@ HASHES_ON_BOARD = ('import hashlib,binascii,json\n'
                    'print(json.dumps({p:h(p) for p in %s}))')
 
 
-def _mpremote(port, *args):
-    return [_tool("mpremote"), "connect", port] + list(args)
+def _mpremote(port, *args, resume=False):
+    # "resume": no soft reset before the command (the MicroPython unix port would end)
+    return [_tool("mpremote"), "connect", port] + (["resume"] if resume else []) + list(args)
 
 
-def flash_plan(manifest, port, on_board=None):
+def flash_plan(manifest, port, on_board=None, resume=False):
     """The mpremote commands to make the board hold the bundle: folders, then every file
     whose hash differs from `on_board` ({path: sha256 or None}; None = unknown: all)."""
     files = manifest["files"]
@@ -131,14 +132,15 @@ def flash_plan(manifest, port, on_board=None):
                if on_board is None or on_board.get(path) != files[path]["sha256"]]
     plan = []
     for folder in sorted({os.path.dirname(p) for p in changed if os.path.dirname(p)}):
-        plan.append(_mpremote(port, "fs", "mkdir", ":" + folder))
+        plan.append(_mpremote(port, "fs", "mkdir", ":" + folder, resume=resume))
     for path in changed:
-        plan.append(_mpremote(port, "fs", "cp", path, ":" + path))
+        plan.append(_mpremote(port, "fs", "cp", path, ":" + path, resume=resume))
     return changed, plan
 
 
-def _board_hashes(port, paths):
-    done = subprocess.run(_mpremote(port, "exec", HASHES_ON_BOARD % json.dumps(paths)),
+def _board_hashes(port, paths, resume=False):
+    done = subprocess.run(_mpremote(port, "exec", HASHES_ON_BOARD % json.dumps(paths),
+                                    resume=resume),
                           capture_output=True, text=True, timeout=120)
     if done.returncode != 0:
         raise BundleError("mpremote on %s: %s" % (port, (done.stderr or done.stdout).strip()))
@@ -146,8 +148,11 @@ def _board_hashes(port, paths):
 
 
 def flash(board, port, dry_run=False, out=None, say=print):
-    """Bundle, copy what changed, verify by hash, reset. Returns the number of files copied."""
+    """Bundle, copy what changed, verify by hash, reset. Returns the number of files copied.
+    The MicroPython unix port (hal = "unix", a REPL on a pty) is driven with mpremote's
+    `resume` and not reset: a reset would end its process."""
     keep = out is not None
+    resume = board["hal"] == "unix"
     out = out or tempfile.mkdtemp(prefix="evse-bundle-")
     try:
         manifest = bundle(board, out)
@@ -155,25 +160,32 @@ def flash(board, port, dry_run=False, out=None, say=print):
         if dry_run:
             say("# bundle for %s in %s: %d files, %d bytes" % (
                 board["name"], out, len(paths), manifest["total_bytes"]))
-            say(" ".join(_mpremote(port, "exec", "<print the SHA-256 of each bundle file>")))
-            for command in flash_plan(manifest, port)[1]:
+            say(" ".join(_mpremote(port, "exec", "<print the SHA-256 of each bundle file>",
+                                   resume=resume)))
+            for command in flash_plan(manifest, port, resume=resume)[1]:
                 say(" ".join(command))
-            say(" ".join(_mpremote(port, "exec", "<verify the SHA-256 of each file>")))
-            say(" ".join(_mpremote(port, "reset")))
+            say(" ".join(_mpremote(port, "exec", "<verify the SHA-256 of each file>",
+                                   resume=resume)))
+            if not resume:
+                say(" ".join(_mpremote(port, "reset")))
             return 0
-        changed, plan = flash_plan(manifest, port, _board_hashes(port, paths))
+        changed, plan = flash_plan(manifest, port, _board_hashes(port, paths, resume), resume)
         for command in plan:
             done = subprocess.run(command, cwd=out, capture_output=True, text=True,
                                   timeout=120)
             if done.returncode != 0 and "mkdir" not in command:   # mkdir: it may exist
                 raise BundleError("%s: %s" % (" ".join(command), done.stderr.strip()))
-        wrong = [p for p, h in _board_hashes(port, paths).items()
+        wrong = [p for p, h in _board_hashes(port, paths, resume).items()
                  if h != manifest["files"][p]["sha256"]]
         if wrong:
             raise BundleError("verification failed on the board for: %s" % ", ".join(wrong))
-        subprocess.run(_mpremote(port, "reset"), capture_output=True, timeout=60)
-        say("%d of %d files copied, all verified by SHA-256; board reset" % (
-            len(changed), len(paths)))
+        if resume:
+            say("%d of %d files copied, all verified by SHA-256 (the unix port is not "
+                "reset: run main.py)" % (len(changed), len(paths)))
+        else:
+            subprocess.run(_mpremote(port, "reset"), capture_output=True, timeout=60)
+            say("%d of %d files copied, all verified by SHA-256; board reset" % (
+                len(changed), len(paths)))
         return len(changed)
     finally:
         if not keep:
