@@ -183,7 +183,6 @@ class Bus:
             attempt += 1
 
     async def _attempt(self, unit, function, address, count):
-        where = "%s id %d" % (self.link, unit)
         async with self._lock:
             client = await self._open()
             loop = asyncio.get_running_loop()
@@ -201,15 +200,18 @@ class Bus:
                         address, count=count, device_id=unit)
             except ModbusIOException as error:
                 self._unanswered = True
-                raise self._no_answer(where, function, address, count, error) from None
+                raise self._no_answer(self._where(unit), function, address, count,
+                                      error) from None
             except ConnectionException as error:
                 self._drop()
-                raise ModbusLinkError("%s: link lost: %s" % (where, error)) from None
+                raise ModbusLinkError("%s: link lost: %s" % (self._where(unit), error)) \
+                    from None
             except ModbusException as error:
-                raise ModbusFrameError("%s: %s" % (where, error)) from None
+                raise ModbusFrameError("%s: %s" % (self._where(unit), error)) from None
             except OSError as error:
                 self._drop()
-                raise ModbusLinkError("%s: %s" % (where, error.strerror or error)) from None
+                raise ModbusLinkError("%s: %s" % (self._where(unit),
+                                                  error.strerror or error)) from None
             finally:
                 self._idle_since = loop.time()
             if self._unanswered and self.is_serial:
@@ -219,14 +221,17 @@ class Bus:
         if response.isError():
             code = getattr(response, "exception_code", 0)
             raise ModbusExceptionResponse("%s: %s" % (
-                where, exception_text(code, function, address, count)), code)
+                self._where(unit), exception_text(code, function, address, count)), code)
         registers = response.registers
         if response.function_code != function or len(registers) != count:
             raise ModbusFrameError(
                 "%s: answer to another request (function %02d, %d registers) for function "
-                "%02d at 0x%04X (%d registers)" % (where, response.function_code,
+                "%02d at 0x%04X (%d registers)" % (self._where(unit), response.function_code,
                                                    len(registers), function, address, count))
         return registers
+
+    def _where(self, unit):
+        return "%s id %d" % (self.link, unit)
 
     def _no_answer(self, where, function, address, count, error):
         text = str(error)

@@ -25,6 +25,8 @@ SunSpec scale factor lies outside -10..10 (SunSpec's range).
 """
 import struct
 
+from hal.interfaces import MeterError, MeterSample
+
 F32, U32, S32, U64, S64, U16, S16 = "f32", "u32", "s32", "u64", "s64", "u16", "s16"
 ABCD, CDAB = "abcd", "cdab"
 
@@ -274,7 +276,6 @@ class ProfileMeter:
 
     async def read_table(self):
         """{(function, address): word} of every planned block, all read, or MeterError."""
-        from hal.interfaces import MeterError
         answers = []
         for function, start, count in self.blocks:
             try:
@@ -284,7 +285,6 @@ class ProfileMeter:
         return registers_of(self.blocks, answers)
 
     async def read(self):
-        from hal.interfaces import MeterError, MeterSample
         started = self.clock() if self.clock is not None else None
         table = await self.read_table()
         sample = MeterSample(timestamp_ms=started)

@@ -122,9 +122,9 @@ def bench_link(name, flags, seconds, rounds):
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m tools.bench_meter", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--seconds", type=float, default=1.5,
-                        help="measuring time per run (default 1.5; 9600 Bd gets 2x)")
-    parser.add_argument("--rounds", type=int, default=3, help="alternated runs (default 3)")
+    parser.add_argument("--seconds", type=float, default=2.0,
+                        help="measuring time per run (default 2; 9600 Bd gets 2x)")
+    parser.add_argument("--rounds", type=int, default=7, help="alternated runs (default 7)")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
     report = [
