@@ -187,6 +187,23 @@ def cmd_diagram(args):
     return EXIT_OK
 
 
+def _ocpp_arguments(group, csms, state):
+    """The OCPP flags `evse sim` and `evse run` share."""
+    group.add_argument("--csms", metavar="URL", help=csms)
+    group.add_argument("--id", metavar="ID", help="charge point id (default: the board's "
+                       "[ocpp] id, else its station serial)")
+    group.add_argument("--auth-key", metavar="KEY",
+                       help="AuthorizationKey for HTTP Basic auth (security profile 1)")
+    group.add_argument("--ca", metavar="FILE",
+                       help="CA certificate file for wss:// (security profile 2); with ws:// "
+                       "it is kept for a later SecurityProfile raise by the CSMS")
+    group.add_argument("--lenient", action="store_true",
+                       help="log schema violations from the CSMS instead of rejecting them")
+    group.add_argument("--state", metavar="DIR", help=state)
+    group.add_argument("--no-ocpp", action="store_true",
+                       help="no OCPP at all: local authorization from the board file")
+
+
 def parser():
     top = argparse.ArgumentParser(
         prog="evse", description="evse-agent: the software inside an EV charger, and its "
@@ -212,27 +229,14 @@ def parser():
     sim.add_argument("--help-scenario", action="store_true",
                      help="describe the scenario verbs and subjects, then exit")
     ocpp = sim.add_argument_group("OCPP (default: the bundled local CSMS on 127.0.0.1)")
-    ocpp.add_argument("--csms", metavar="URL",
-                      help="an outside CSMS: a base URL to which /ID is appended, or a "
-                      "template holding {id} (runs in real time unless --virtual)")
-    ocpp.add_argument("--id", metavar="ID", help="charge point id (default: the board's "
-                      "station serial)")
+    _ocpp_arguments(ocpp, csms="an outside CSMS: a base URL to which /ID is appended, or a "
+                    "template holding {id} (runs in real time unless --virtual)",
+                    state="keep persistent state (config, availability, journal) in DIR to "
+                    "stop and resume a simulated charger; default: fresh each run")
     ocpp.add_argument("--ocpp", choices=("1.6", "2.0.1"), default="1.6",
                       help="protocol version (default 1.6)")
-    ocpp.add_argument("--auth-key", metavar="KEY",
-                      help="AuthorizationKey for HTTP Basic auth (security profile 1)")
-    ocpp.add_argument("--ca", metavar="FILE",
-                      help="CA certificate file for wss:// (security profile 2); with ws:// "
-                      "it is kept for a later SecurityProfile raise by the CSMS")
-    ocpp.add_argument("--lenient", action="store_true",
-                      help="log schema violations from the CSMS instead of rejecting them")
-    ocpp.add_argument("--state", metavar="DIR",
-                      help="keep persistent state (config, availability, journal) in DIR "
-                      "to stop and resume a simulated charger; default: fresh each run")
     ocpp.add_argument("--virtual", action="store_true",
                       help="virtual time even with --csms (only for a CSMS that answers fast)")
-    ocpp.add_argument("--no-ocpp", action="store_true",
-                      help="no OCPP at all: local authorization from the board file")
     sim.set_defaults(func=cmd_sim)
 
     demo = commands.add_parser(
@@ -251,19 +255,9 @@ def parser():
         epilog="Example boards: boards/rpi-pilot-hat.toml. Flags override the board file.")
     run.add_argument("--board", required=True, metavar="FILE",
                      help="board file or bundled board name")
-    run.add_argument("--csms", metavar="URL",
-                     help="CSMS base URL (/ID appended) or template with {id}")
-    run.add_argument("--id", metavar="ID", help="charge point id (default: [ocpp] id, else "
-                     "the board's station serial)")
-    run.add_argument("--auth-key", metavar="KEY",
-                     help="AuthorizationKey for HTTP Basic auth (security profile 1)")
-    run.add_argument("--ca", metavar="FILE", help="CA certificate file for wss://")
-    run.add_argument("--state", metavar="DIR",
-                     help="persistent state folder (default: the board's [storage] dir)")
-    run.add_argument("--lenient", action="store_true",
-                     help="log schema violations from the CSMS instead of rejecting them")
-    run.add_argument("--no-ocpp", action="store_true",
-                     help="no CSMS: local authorization from the board file")
+    _ocpp_arguments(run, csms="CSMS base URL (/ID appended) or template with {id} (default: "
+                    "the board's [ocpp] csms)",
+                    state="persistent state folder (default: the board's [storage] dir)")
     run.set_defaults(func=cmd_run)
 
     bundle_parser = commands.add_parser(
