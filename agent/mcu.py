@@ -17,6 +17,7 @@ import time
 
 from agent.charger import attach_ocpp16, station_identity
 from agent.compat import asyncio, monotonic_ms
+from agent.describe import describe, describe_ocpp
 from agent.runtime import Agent
 from agent.station import station_from_board
 
@@ -39,15 +40,11 @@ def _hardware(board):
 
 def _log_event(evse, event):
     where = "[%d] " % evse.connector_id if evse is not None else ""
-    print("%d %s%s %s" % (event[0], where, event[1], " ".join(str(d) for d in event[2:])))
+    print("%d %s%s" % (event[0], where, describe(event)))
 
 
 def _log_ocpp(now, event):
-    if event[0] in ("sent", "received"):
-        arrow = "->" if event[0] == "sent" else "<-"
-        print("%d %s %s %s" % (now, arrow, event[2], json.dumps(event[3])))
-    else:
-        print("%d OCPP %s" % (now, " ".join(str(d) for d in event)))
+    print("%d %s" % (now, describe_ocpp(event)))
 
 
 async def run(board, url=None, storage_dir=None):

@@ -1,4 +1,5 @@
-"""Modbus energy meters on CPython: one Bus per physical link, one ModbusMeter per unit id.
+"""Modbus energy meters, CPython only (pymodbus, logging): one Bus per physical link, one
+ModbusMeter per unit id.
 
 The register maps and their decoding are portable data (hal/modbus_meter.py,
 hal/meter_profiles.py); this module only moves registers, with pymodbus 3.16 (pinned: its
@@ -481,10 +482,7 @@ def board_meters(board, clock=None, link=None):
     if link is not None:
         meter.update({"tcp": None, "serial": None})
         meter.update(link)
-    profile = PROFILES.get(meter["model"], {})
-    first_id = meter.get("id") or profile.get("defaults", {}).get("id", 1)
     buses = Buses()
-    return {connector["id"]: meter_from_config(dict(meter, id=first_id + index), buses,
-                                               clock=clock)
-            for index, connector in enumerate(sorted(board["connectors"],
-                                                     key=lambda c: c["id"]))}
+    units = modbus_meter.unit_ids(board, PROFILES.get(meter["model"], {}))
+    return {connector_id: meter_from_config(dict(meter, id=unit), buses, clock=clock)
+            for connector_id, unit in units.items()}

@@ -255,6 +255,14 @@ def decode(profile, table, sample):
     return implausible
 
 
+def unit_ids(board, profile):
+    """{connector id: Modbus unit id}: all of a board's meters hang on one bus, connector k
+    (in id order) at the [meter] id (else the profile's default) + k - 1."""
+    first = board.get("meter", {}).get("id") or profile.get("defaults", {}).get("id", 1)
+    ids = sorted(c["id"] for c in board["connectors"])
+    return {connector_id: first + index for index, connector_id in enumerate(ids)}
+
+
 class ProfileMeter:
     """A meter of a known register map read through any Modbus master (the pymodbus bus of
     hal/modbus_client.py, the RTU master of hal/modbus_rtu.py): one snapshot is every block

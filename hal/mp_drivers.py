@@ -405,7 +405,7 @@ def board_meters(board, clock=None):
     """{connector id: RtuMeter} for a board whose [meter] model is a Modbus profile (else
     empty); connector k (in id order) is unit id + k - 1 on the one bus (as
     hal/modbus_client.py board_meters)."""
-    from hal import modbus_rtu
+    from hal import modbus_meter, modbus_rtu
     from hal.meter_profiles import PROFILES
     meter = board.get("meter") or {}
     model = meter.get("model", "sim")
@@ -425,10 +425,8 @@ def board_meters(board, clock=None):
         timeout_ms=meter.get("timeout") or modbus_rtu.DEFAULT_TIMEOUT_MS,
         tx_enable=de.set if de is not None else None,
         link="uart%s" % (board.get("mcu") or {}).get("meter_uart"))
-    first = meter.get("id") or defaults.get("id", 1)
-    connectors = sorted(board["connectors"], key=lambda c: c["id"])
-    return {c["id"]: modbus_rtu.RtuMeter(profile, first + i, master, model=model, clock=clock)
-            for i, c in enumerate(connectors)}
+    return {connector_id: modbus_rtu.RtuMeter(profile, unit, master, model=model, clock=clock)
+            for connector_id, unit in modbus_meter.unit_ids(board, profile).items()}
 
 
 def board_hardware(board, port=None, events=EVENTS, clock=None):

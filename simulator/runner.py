@@ -158,14 +158,14 @@ class Simulation:
             return
         from hal.meter_profiles import PROFILES
         from hal.modbus_client import board_meters
+        from hal.modbus_meter import unit_ids
         from simulator.meter_server import SimulatedMeter, start_rtu, start_tcp
         self.build_world()
         profile = PROFILES.get(meter["model"]) or {"title": "custom meter",
                                                     "rows": tuple(meter["registers"])}
-        first_id = meter.get("id") or profile.get("defaults", {}).get("id", 1)
-        units = [SimulatedMeter(profile, unit_id=first_id + index,
+        units = [SimulatedMeter(profile, unit_id=unit,
                                 source=self.world.connectors[connector_id].meter.sample)
-                 for index, connector_id in enumerate(sorted(self.world.connectors))]
+                 for connector_id, unit in unit_ids(self.board, profile).items()]
         link = self.board.get("sim", {}).get("meter_link", "tcp")
         if link == "rtu":
             defaults = profile.get("defaults", {})

@@ -23,7 +23,7 @@ import time
 from agent.charger import attach_ocpp16, station_identity
 from agent.runtime import Agent, cancel_tasks
 from agent.station import station_from_board
-from simulator.timeline import describe, describe_ocpp
+from agent.describe import describe, describe_ocpp
 
 DRIVERS = {"linux": "hal.linux"}      # board hal -> module with board_hardware(board)
 STOP_CONTACTORS_S = 5

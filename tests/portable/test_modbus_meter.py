@@ -166,3 +166,12 @@ def test_check_profile_names_the_bad_row():
     assert message == "power_l1 overlaps power at register 1"
     assert _raises(mm.ProfileError, mm.check_profile, {"rows": (
         ("volts", 3, 0, mm.F32, mm.ABCD, 0),)}).startswith("volts: unknown quantity")
+
+
+def test_a_boards_meters_share_one_bus_at_consecutive_unit_ids():
+    from hal.modbus_meter import unit_ids
+    profile = {"defaults": {"id": 1}, "rows": ()}
+    board = {"meter": {"id": None}, "connectors": [{"id": 2}, {"id": 1}]}
+    assert unit_ids(board, profile) == {1: 1, 2: 2}
+    board["meter"]["id"] = 11
+    assert unit_ids(board, profile) == {1: 11, 2: 12}
