@@ -255,6 +255,45 @@ def decode(profile, table, sample):
     return implausible
 
 
+SERIAL_DEFAULTS = {"baud": 9600, "parity": "N", "stopbits": 1}
+# what `evse bundle` keeps of a profile in board.json (title and notes are for people)
+BUNDLED_KEYS = ("rows", "max_registers", "defaults")
+
+
+def board_profile(meter, profiles=None):
+    """The register map a board's [meter] table names, or None for "sim" and "none".
+
+    Model "custom": its [[meter.registers]]. A bundled board (`evse bundle`) carries its
+    model's map in board.json as "profile", so a microcontroller never imports the maps of
+    every meter (hal/meter_profiles.py: about 30 KB of heap on import). Otherwise the
+    model's entry in `profiles` (default: hal/meter_profiles.py)."""
+    model = meter.get("model") or "sim"
+    if model in ("sim", "none"):
+        return None
+    if model == "custom":
+        return {"title": "custom meter", "rows": tuple(tuple(row) for row in
+                                                      meter.get("registers") or ())}
+    if meter.get("profile"):
+        return meter["profile"]
+    if profiles is None:
+        from hal.meter_profiles import PROFILES as profiles
+    if model not in profiles:
+        raise ValueError("meter: model %r is not one of %s" % (
+            model, ", ".join(sorted(profiles))))
+    return profiles[model]
+
+
+def bundled_profile(profile):
+    return {key: profile[key] for key in BUNDLED_KEYS if key in profile}
+
+
+def serial_settings(meter, profile):
+    """{"baud", "parity", "stopbits"}: the board's, else the profile's defaults."""
+    defaults = profile.get("defaults", {})
+    return {key: meter.get(key) or defaults.get(key, value)
+            for key, value in SERIAL_DEFAULTS.items()}
+
+
 def unit_ids(board, profile):
     """{connector id: Modbus unit id}: all of a board's meters hang on one bus, connector k
     (in id order) at the [meter] id (else the profile's default) + k - 1."""

@@ -395,3 +395,21 @@ class RtuMeter(modbus_meter.ProfileMeter, Meter):
 
     async def _read_registers(self, function, start, count):
         return await self.master.read_registers(self.unit_id, function, start, count)
+
+
+def board_meters(board, open_uart, clock=None):
+    """{connector id: RtuMeter} for a board's Modbus [meter] (empty for "sim" and "none"):
+    one master on the one bus, connector k (in id order) at unit id + k - 1.
+    `open_uart(settings)` -> (uart, link name, tx_enable or None) is the board's own part:
+    machine.UART on a microcontroller, a serial device on the unix port."""
+    meter = board.get("meter") or {}
+    profile = modbus_meter.board_profile(meter)
+    if profile is None:
+        return {}
+    settings = modbus_meter.serial_settings(meter, profile)
+    uart, link, tx_enable = open_uart(settings)
+    master = RtuMaster(uart, settings["baud"], settings["parity"], settings["stopbits"],
+                       timeout_ms=meter.get("timeout") or DEFAULT_TIMEOUT_MS,
+                       tx_enable=tx_enable, link=link)
+    return {connector_id: RtuMeter(profile, unit, master, model=meter.get("model"), clock=clock)
+            for connector_id, unit in modbus_meter.unit_ids(board, profile).items()}

@@ -403,30 +403,16 @@ def meter_uart(mcu, meter):
 
 def board_meters(board, clock=None):
     """{connector id: RtuMeter} for a board whose [meter] model is a Modbus profile (else
-    empty); connector k (in id order) is unit id + k - 1 on the one bus (as
-    hal/modbus_client.py board_meters)."""
-    from hal import modbus_meter, modbus_rtu
-    from hal.meter_profiles import PROFILES
-    meter = board.get("meter") or {}
-    model = meter.get("model", "sim")
-    if model in ("sim", "none"):
+    empty), on the [mcu] meter UART (hal/modbus_rtu.py board_meters)."""
+    if (board.get("meter") or {}).get("model", "sim") in ("sim", "none"):
         return {}
-    if model not in PROFILES:
-        raise ValueError("meter: model %r is not one of %s" % (
-            model, ", ".join(sorted(PROFILES))))
-    profile = PROFILES[model]
-    defaults = profile.get("defaults", {})
-    settings = {"baud": meter.get("baud") or defaults.get("baud", 9600),
-                "parity": meter.get("parity") or defaults.get("parity", "N"),
-                "stopbits": meter.get("stopbits") or defaults.get("stopbits", 1)}
-    uart, de = meter_uart(board.get("mcu") or {}, settings)
-    master = modbus_rtu.RtuMaster(
-        uart, settings["baud"], settings["parity"], settings["stopbits"],
-        timeout_ms=meter.get("timeout") or modbus_rtu.DEFAULT_TIMEOUT_MS,
-        tx_enable=de.set if de is not None else None,
-        link="uart%s" % (board.get("mcu") or {}).get("meter_uart"))
-    return {connector_id: modbus_rtu.RtuMeter(profile, unit, master, model=model, clock=clock)
-            for connector_id, unit in modbus_meter.unit_ids(board, profile).items()}
+    from hal import modbus_rtu
+    mcu = board.get("mcu") or {}
+
+    def open_uart(settings):
+        uart, de = meter_uart(mcu, settings)
+        return uart, "uart%s" % mcu.get("meter_uart"), de.set if de is not None else None
+    return modbus_rtu.board_meters(board, open_uart, clock)
 
 
 def board_hardware(board, port=None, events=EVENTS, clock=None):

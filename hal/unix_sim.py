@@ -126,9 +126,25 @@ class UnixMeter(hal.Meter):
             current_ma=per_phase, voltage_dv=(VOLTAGE_DV,) * 3, frequency_mhz=50000)
 
 
+def board_meters(board):
+    """A Modbus [meter] on the PC's serial device (a USB-RS485 adapter, or a pty with
+    `evse meter serve --pty` behind it), read by the portable RTU master: {connector id:
+    RtuMeter}; empty for the scripted charger's own meter ("sim")."""
+    meter = board.get("meter") or {}
+    if meter.get("model", "sim") in ("sim", "none"):
+        return {}
+    from hal import modbus_rtu
+    from hal.unix_tty import TtyUart
+
+    def open_uart(settings):
+        return TtyUart(meter["serial"], **settings), meter["serial"], None
+    return modbus_rtu.board_meters(board, open_uart, clock=monotonic_ms)
+
+
 def board_hardware(board):
     """{connector id: ConnectorHardware} and {connector id: Line} for a unix board."""
     hardware, lines = {}, {}
+    meters = board_meters(board)
     ev_max = board.get("unix", {}).get("ev_current", 16000)
     for c in board["connectors"]:
         line = Line(c["phases"], ev_max)
@@ -137,7 +153,8 @@ def board_hardware(board):
         lock, pp = (UnixLock(line), UnixPp(line)) if socket else (None, None)
         line.devices = tuple(d for d in (pilot, contactor, lock, pp) if d is not None)
         hardware[c["id"]] = hal.ConnectorHardware(pilot, contactor, rcd=hal.Rcd(), lock=lock,
-                                                  pp=pp, meter=UnixMeter(line))
+                                                  pp=pp,
+                                                  meter=meters.get(c["id"]) or UnixMeter(line))
         lines[c["id"]] = line
     return hardware, lines
 

@@ -105,7 +105,14 @@ def test_a_microcontroller_bundle_holds_its_ports_drivers_only(tmp_path, name, p
     manifest = bundle(board, str(tmp_path))
     files = manifest["files"]
     assert "hal/mp_pilot_%s.mpy" % port in files and "hal/mp_drivers.mpy" in files
-    assert "hal/modbus_rtu.mpy" in files and "hal/meter_profiles.mpy" in files
+    assert "hal/modbus_rtu.mpy" in files
+    # the board's own meter map travels in board.json; the maps of every meter stay home
+    assert "hal/meter_profiles.mpy" not in files
+    from hal.meter_profiles import PROFILES
+    with open(os.path.join(str(tmp_path), "board.json")) as file:
+        meter = json.load(file)["meter"]
+    assert [tuple(row) for row in meter["profile"]["rows"]] == \
+        list(PROFILES[meter["model"]]["rows"])
     other = "rp2" if port == "esp32" else "esp32"
     assert "hal/mp_pilot_%s.mpy" % other not in files and "hal/unix_sim.mpy" not in files
 

@@ -84,6 +84,47 @@ def test_a_whole_session_on_micropython(unix_bundle, tmp_path):
     assert statuses[0] == "Available" and "Charging" in statuses and statuses[-1] == "Available"
 
 
+def test_a_session_reading_a_modbus_meter_on_a_serial_line(tmp_path):
+    """boards/unix.toml with a Modbus RTU meter (an SDM630 in front of a steady 16 A load,
+    served by simulator/meter_server.py on a pty paced at 9600 Bd): the agent on MicroPython
+    reads it with the portable RTU master through hal/unix_tty.py, and the transaction's
+    energy is the meter's."""
+    from simulator.meter_server import SimulatedMeter, SteadyLoad, profile_named, start_rtu
+
+    async def main():
+        meter = SimulatedMeter(profile_named("sdm630"), 1,
+                               source=SteadyLoad(16, 230, phases=1, energy_wh=1000).sample)
+        server = await start_rtu([meter], baud=9600)
+        try:
+            with open(os.path.join(ROOT, "boards", "unix.toml")) as file:
+                text = file.read().replace('model = "sim"', 'model = "sdm630"\nserial = "%s"'
+                                           % server.client_path)
+            board_path = tmp_path / "unix-sdm630.toml"
+            board_path.write_text(text)
+            out = str(tmp_path / "bundle")
+            bundle(boardfile.load(str(board_path)), out)
+            return await run_session(out)
+        finally:
+            await server.stop()
+
+    code, lines, csms = asyncio.run(main())
+    output = "\n".join(lines[-40:])
+    assert code == 0 and lines[-1] == "session done: every message delivered", output
+    starts, stops = calls(csms, "StartTransaction"), calls(csms, "StopTransaction")
+    assert len(starts) == 1 and len(stops) == 1, output
+    # the meter's register, not the scripted charger's: it began at 1 kWh
+    assert starts[0]["meterStart"] >= 1000
+    # 3680 W for the seconds between the two messages' timestamps
+    seconds = (_epoch_s(stops[0]["timestamp"]) - _epoch_s(starts[0]["timestamp"]))
+    expected = 3680 * seconds / 3600
+    assert abs(stops[0]["meterStop"] - starts[0]["meterStart"] - expected) <= 3 + expected / 10
+
+
+def _epoch_s(timestamp):
+    import datetime
+    return datetime.datetime.fromisoformat(timestamp.replace("Z", "+00:00")).timestamp()
+
+
 def test_the_csms_going_away_mid_transaction_loses_nothing(unix_bundle):
     async def operator(csms):
         await csms.wait_received(CP, "StartTransaction", timeout=30)

@@ -458,6 +458,9 @@ def _meter_checks(section, board, where, key_lines, path, problems):
             not meter.get("serial"):
         problems.append("%s: a Modbus meter needs tcp = \"HOST:PORT\" or serial = "
                         "\"/dev/...\"" % where("meter", "model"))
+    if modbus and board.get("hal") == "unix" and not meter.get("serial"):
+        problems.append("%s: a Modbus meter on the unix port needs serial = \"/dev/...\" "
+                        "(it reads RTU only)" % where("meter", "model"))
     if modbus and board.get("hal") == "micropython":
         missing = [k for k in ("meter_uart", "meter_tx", "meter_rx")
                    if board.get("mcu", {}).get(k) is None]

