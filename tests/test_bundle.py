@@ -171,3 +171,53 @@ def _bundled_manifest():
     from tools.bundle import bundle
     with tempfile.TemporaryDirectory() as out:
         return bundle(boardfile.load(UNIX), out)
+
+
+def test_flash_romfs_dry_run_deploys_the_image_then_clears_stale_modules(capsys):
+    board = os.path.join(ROOT, "boards", "rp2040-pico.toml")
+    assert main(["flash", "--board", board, "--port", "/dev/ttyACM0", "--dry-run",
+                 "--romfs"]) == 0
+    commands = [line.split(" connect /dev/ttyACM0 ")[1] for line in
+                capsys.readouterr().out.splitlines()[1:]]
+    assert commands == ["exec <print the SHA-256 of each bundle file>",
+                        "romfs deploy romfs.img", "fs rm -r :agent", "fs rm -r :hal",
+                        "fs cp board.json :board.json", "fs cp main.py :main.py",
+                        "exec <verify the SHA-256 of each file>", "reset"]
+
+
+def test_a_romfs_bundle_holds_every_module_in_its_image(tmp_path):
+    from tools.bundle import ROMFS_IMAGE, bundle, expected_on_board
+    board = boardfile.load(os.path.join(ROOT, "boards", "esp32-devkitc.toml"))
+    manifest = bundle(board, str(tmp_path / "rom"), romfs=True)
+    plain = bundle(board, str(tmp_path / "plain"))
+    # the same compiled modules, now inside the image; the filesystem gets two files
+    assert manifest["romfs"] == {p: e for p, e in plain["files"].items() if p.endswith(".mpy")}
+    assert sorted(manifest["files"]) == ["board.json", "main.py"]
+    image = (tmp_path / "rom" / ROMFS_IMAGE).read_bytes()
+    assert manifest["romfs_image"]["sha256"] == hashlib.sha256(image).hexdigest()
+    assert image.startswith(b"\xd2\xcd\x31")           # the ROMFS header
+    expected = expected_on_board(manifest)
+    assert expected["/rom/agent/evse.mpy"] == plain["files"]["agent/evse.mpy"]["sha256"]
+    assert expected["agent/evse.mpy"] is None          # no stale copy may shadow the image
+
+
+def test_flash_romfs_redeploys_only_when_a_module_in_the_image_differs(tmp_path):
+    from tools.bundle import bundle, expected_on_board
+    board = boardfile.load(os.path.join(ROOT, "boards", "esp32-devkitc.toml"))
+    manifest = bundle(board, str(tmp_path), romfs=True)
+    on_board = expected_on_board(manifest)
+    assert flash_plan(manifest, "PORT", on_board) == ([], [])
+    on_board["agent/evse.mpy"] = "0" * 64            # a module folder left from before
+    assert [c[3:] for c in flash_plan(manifest, "PORT", on_board)[1]] == \
+        [["fs", "rm", "-r", ":agent"]]
+    on_board = dict(expected_on_board(manifest), **{"/rom/hal/mp_drivers.mpy": "1" * 64})
+    changed, plan = flash_plan(manifest, "PORT", on_board)
+    assert changed == ["romfs.img"] and [c[3:] for c in plan] == [
+        ["romfs", "deploy", "romfs.img"]]
+
+
+def test_flash_romfs_to_the_unix_port_copies_the_image_as_a_file(unix_port_on_a_pty, capsys):
+    port, folder = unix_port_on_a_pty
+    assert main(["flash", "--board", UNIX, "--port", port, "--romfs"]) == 0
+    assert capsys.readouterr().out.startswith("3 of 3 files copied, all verified")
+    assert sorted(p.name for p in folder.iterdir()) == ["board.json", "main.py", "romfs.img"]

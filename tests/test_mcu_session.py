@@ -84,6 +84,18 @@ def test_a_whole_session_on_micropython(unix_bundle, tmp_path):
     assert statuses[0] == "Available" and "Charging" in statuses and statuses[-1] == "Available"
 
 
+def test_a_whole_session_from_a_romfs_image(tmp_path):
+    """`evse bundle --romfs`: the modules run from one ROMFS image (on the unix port a file
+    that main.py mounts at /rom), the same session as from module folders."""
+    out = str(tmp_path / "romfs-bundle")
+    bundle(boardfile.load(os.path.join(ROOT, "boards", "unix.toml")), out, romfs=True)
+    assert not os.path.exists(os.path.join(out, "agent"))
+    code, lines, csms = asyncio.run(run_session(out))
+    output = "\n".join(lines[-40:])
+    assert code == 0 and lines[-1] == "session done: every message delivered", output
+    assert len(calls(csms, "StartTransaction")) == 1 and len(calls(csms, "StopTransaction")) == 1
+
+
 def test_a_session_reading_a_modbus_meter_on_a_serial_line(tmp_path):
     """boards/unix.toml with a Modbus RTU meter (an SDM630 in front of a steady 16 A load,
     served by simulator/meter_server.py on a pty paced at 9600 Bd): the agent on MicroPython

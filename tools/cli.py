@@ -152,15 +152,19 @@ def cmd_run(args):
         return EXIT_BAD_INPUT
 
 
+ROMFS_HELP = ("the modules in one ROMFS image (romfs.img): on firmware with a ROMFS "
+              "partition their bytecode runs from flash, not from RAM")
+
+
 def cmd_bundle(args):
     from tools import boardfile
     from tools.bundle import BundleError, bundle, flash
     try:
         board = boardfile.load(boardfile.find(args.board))
         if args.command == "flash":
-            flash(board, args.port, dry_run=args.dry_run, out=args.out)
+            flash(board, args.port, dry_run=args.dry_run, out=args.out, romfs=args.romfs)
             return EXIT_OK
-        manifest = bundle(board, args.out)
+        manifest = bundle(board, args.out, romfs=args.romfs)
     except (boardfile.BoardError, BundleError) as error:
         print("evse %s: %s" % (args.command, error), file=sys.stderr)
         return EXIT_BAD_INPUT
@@ -268,6 +272,7 @@ def parser():
         "board file (the error names the key).")
     bundle_parser.add_argument("--board", required=True, metavar="FILE")
     bundle_parser.add_argument("--out", required=True, metavar="DIR")
+    bundle_parser.add_argument("--romfs", action="store_true", help=ROMFS_HELP)
     bundle_parser.set_defaults(func=cmd_bundle)
 
     flash_parser = commands.add_parser(
@@ -280,6 +285,8 @@ def parser():
     flash_parser.add_argument("--dry-run", action="store_true",
                               help="print the mpremote commands, change nothing")
     flash_parser.add_argument("--out", metavar="DIR", help="keep the bundle in DIR")
+    flash_parser.add_argument("--romfs", action="store_true", help=ROMFS_HELP + "; deployed "
+                              "with `mpremote romfs deploy`")
     flash_parser.set_defaults(func=cmd_bundle)
 
     diagram = commands.add_parser(
