@@ -431,19 +431,17 @@ def meter_from_config(config, buses=None, profiles=None, clock=None):
             ", ".join(unknown), ", ".join(CONFIG_KEYS)))
     config = {k: v for k, v in config.items() if v is not None}
     model = config.get("model")
+    if model != "custom" and model not in profiles:
+        raise ValueError("meter: model %r is not one of %s" % (
+            model, ", ".join(sorted(profiles) + ["custom"])))
+    profile = modbus_meter.board_profile(config, profiles)
     if model == "custom":
-        profile = {"title": "custom meter", "rows": tuple(config.get("registers") or ())}
         try:
             modbus_meter.check_profile(profile)
         except modbus_meter.ProfileError as error:
             raise ValueError("meter custom: %s" % error) from None
         if not profile["rows"]:
             raise ValueError("meter custom: no registers")
-    elif model in profiles:
-        profile = profiles[model]
-    else:
-        raise ValueError("meter: model %r is not one of %s" % (
-            model, ", ".join(sorted(profiles) + ["custom"])))
     defaults = profile.get("defaults", {})
     if ("tcp" in config) == ("serial" in config):
         raise ValueError("meter %s: give either tcp = \"HOST:PORT\" or serial = \"DEVICE\""

@@ -157,13 +157,12 @@ def bundle(board, out, romfs=False):
     files = _listing(out, skip=("manifest.json",))
     manifest = {"board": board["name"], "hal": board["hal"], "files": files,
                 "total_bytes": sum(f["size"] for f in files.values())}
+    modules_in = in_image if romfs else files
+    manifest["mpy_bytes"] = sum(f["size"] for p, f in modules_in.items() if p.endswith(".mpy"))
     if romfs:
         manifest["romfs"] = in_image
-        manifest["mpy_bytes"] = sum(f["size"] for f in in_image.values())
         if board["hal"] != "unix":      # the image goes to the ROM partition, not a file
             manifest["romfs_image"] = files.pop(ROMFS_IMAGE)
-    else:
-        manifest["mpy_bytes"] = sum(f["size"] for p, f in files.items() if p.endswith(".mpy"))
     with open(os.path.join(out, "manifest.json"), "w") as file:
         json.dump(manifest, file, indent=1)
     return manifest
