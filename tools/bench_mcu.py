@@ -12,8 +12,9 @@ copy to a board (boards/unix.toml).
   modules as .mpy files (bytecode copied into the heap) and once from a ROMFS image
   (`evse bundle --romfs`; the unix port reads the image file into the heap, so its size is
   taken off: what is left is what a board with a ROMFS partition needs);
-- the same imports on a 32-bit MicroPython (tools/bench_wasm.py; the unix port is 64-bit),
-  from ROMFS and from .mpy, when node and npm are there;
+- the same imports, and the same session's live heap peak, on a 32-bit MicroPython
+  (tools/bench_wasm.py; the unix port is 64-bit), from ROMFS and from .mpy, when node and npm
+  are there;
 - Heartbeat round trips/s of the agent's stack (Rpc + agent/wsclient.py) on MicroPython
   against the local CSMS, and of the CPython agent on the same CSMS for comparison;
 - the core's safety reaction on MicroPython with the scripted HAL: unplug while charging ->
@@ -100,10 +101,12 @@ def _board_with_meter(device):
         shutil.rmtree(folder, ignore_errors=True)
 
 
-def _bits32(folder):
+def _bits32(folder, url):
+    """The imports and the whole session on 32-bit MicroPython, from ROMFS and from .mpy."""
     from tools import bench_wasm
     try:
-        return {source: bench_wasm.measure(folder, source=source)["total"]
+        return {source: {"imports": bench_wasm.measure(folder, source=source)["total"],
+                         "session": bench_wasm.session(folder, url, source)}
                 for source in ("rom", "mpy")}
     except (bench_wasm.BenchError, OSError, subprocess.SubprocessError) as error:
         return {"skipped": str(error)}
@@ -132,7 +135,7 @@ def measure(events=50, calls=2000):
             bundle(board, folder)
             result["session_heap_kb"], result["session_peak_bytes"] = \
                 _smallest_heap(folder, url)
-            result["imports_32bit"] = _bits32(folder)
+            result["bits32"] = _bits32(folder, url)
             rom = tempfile.mkdtemp(prefix="evse-mcu-romfs-")
             try:
                 image = bundle(board, rom, romfs=True)["files"]["romfs.img"]["size"]
@@ -175,13 +178,21 @@ def main(argv=None):
                              result["romfs_image_bytes"] / 1024,
                              result["session_romfs_heap_kb"] -
                              result["romfs_image_bytes"] / 1024))
-    bits32 = result["imports_32bit"]
+    bits32 = result["bits32"]
     if "skipped" in bits32:
-        print("imports on 32-bit MicroPython: skipped (%s)" % bits32["skipped"])
+        print("32-bit MicroPython: skipped (%s)" % bits32["skipped"])
     else:
         print("imports on 32-bit MicroPython (webassembly port): %.1f KB from ROMFS, %.1f KB "
               "from .mpy (64-bit unix port: %.1f KB from .mpy)" % (
-                  bits32["rom"] / 1024, bits32["mpy"] / 1024, result["total"] / 1024))
+                  bits32["rom"]["imports"] / 1024, bits32["mpy"]["imports"] / 1024,
+                  result["total"] / 1024))
+        print("whole session, the same, 32-bit: live peak %.1f KB from ROMFS, %.1f KB from "
+              ".mpy, less %.1f KB of modules that are C on a board: %.1f KB, %.1f KB" % (
+                  bits32["rom"]["session"]["live_peak"] / 1024,
+                  bits32["mpy"]["session"]["live_peak"] / 1024,
+                  bits32["rom"]["session"]["shadowed_modules"] / 1024,
+                  bits32["rom"]["session"]["board_peak"] / 1024,
+                  bits32["mpy"]["session"]["board_peak"] / 1024))
     print("Heartbeat round trips/s: MicroPython agent %d, CPython agent %d (same CSMS)" % (
         result["round_trips"]["round_trips_per_s"], result["round_trips_cpython_agent"]))
     lat = result["latency"]
