@@ -47,10 +47,11 @@ def _log_ocpp(now, event):
     print("%d %s" % (now, describe_ocpp(event)))
 
 
-async def run(board, url=None, storage_dir=None):
+async def run(board, url=None, storage_dir=None, hardware=None):
+    """`hardware`: what _hardware(board) gave, if main() assembled it already."""
     from agent.transport_mp import Connection
     from hal.storage_fs import FileStorage
-    hardware, lines = _hardware(board)
+    hardware, lines = hardware or _hardware(board)
     storage = FileStorage(storage_dir or board.get("storage", {}).get("dir") or "state")
     agent = Agent(station_from_board(board), hardware,
                   poll_ms=board.get("mcu", {}).get("poll", 0))
@@ -119,6 +120,13 @@ def main(argv=None, board_path="board.json"):
     import sys
     argv = sys.argv if argv is None else argv
     board = load_board(board_path)
-    ok = asyncio.run(run(board, argv[1] if len(argv) > 1 else None))
+    try:
+        hardware = _hardware(board)
+    except (OSError, ValueError) as error:
+        # a serial device that is not there, a pin the port does not have: one line, not a
+        # traceback, and the exit status a bad board file gets from `evse`
+        print("board %s: %s" % (board.get("name"), error))
+        sys.exit(2)
+    ok = asyncio.run(run(board, argv[1] if len(argv) > 1 else None, hardware=hardware))
     if not ok:
         sys.exit(1)

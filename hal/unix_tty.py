@@ -38,7 +38,11 @@ class TtyUart:
 
     def __init__(self, path, baud=9600, parity="N", stopbits=1):
         self.path = path
-        self._file = open(path, "r+b", buffering=0)
+        try:
+            self._file = open(path, "r+b", buffering=0)
+        except OSError as error:
+            # MicroPython's message names the errno alone ("[Errno 2] ENOENT")
+            raise OSError("meter serial device %s: %s" % (path, error)) from None
         fd = self._file.fileno()
         try:
             termios.setraw(fd)

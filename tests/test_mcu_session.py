@@ -6,6 +6,7 @@ bytes that run here are the bytes `evse flash` puts on a board (tools/bundle.py)
 import asyncio
 import os
 import shutil
+import subprocess
 import sys
 
 import pytest
@@ -195,3 +196,23 @@ def test_a_reset_mid_transaction_ends_it_with_power_loss_after_the_reboot(unix_b
     assert len(ids) == 2 and len(calls(csms, "BootNotification")) == 2
     assert [(s["transactionId"], s["reason"]) for s in stops] == \
         [(ids[0], "PowerLoss"), (ids[1], "Local")]
+
+
+def test_a_serial_device_that_is_not_there_ends_the_run_with_one_line(tmp_path):
+    """A unix board whose meter's serial device does not exist (an adapter left unplugged):
+    main.py says which device and why in one line and exits 2, no traceback."""
+    with open(os.path.join(ROOT, "boards", "unix.toml")) as file:
+        text = file.read().replace('model = "sim"',
+                                   'model = "sdm630"\nserial = "/dev/evse-no-such-tty"')
+    board_path = tmp_path / "unix-unplugged.toml"
+    board_path.write_text(text)
+    out = str(tmp_path / "bundle")
+    bundle(boardfile.load(str(board_path)), out)
+    done = subprocess.run([_micropython(), "-X", "heapsize=" + SESSION_HEAP,
+                           os.path.join(out, "main.py"), "ws://127.0.0.1:9/ocpp"],
+                          cwd=out, capture_output=True, text=True, timeout=60,
+                          env=dict(os.environ, MICROPYPATH=".frozen:" + out))
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert done.stdout.splitlines() == [
+        "board unix: meter serial device /dev/evse-no-such-tty: [Errno 2] ENOENT"]
+    assert "Traceback" not in done.stderr
