@@ -23,29 +23,30 @@ entry action (entry sees the new state).
 ANY = "*"
 
 
-# A compiled row is a plain tuple (sources, event, target, guard, negate, action): on
-# MicroPython an instance carries a dict whatever its __slots__, a tuple costs a fraction.
-SOURCES, EVENT, TARGET, GUARD, NEGATE, ACTION = 0, 1, 2, 3, 4, 5
-
-
-def compile_row(sources, event, target, guard, action):
-    if isinstance(sources, str):
-        sources = (sources,)
-    if guard is not None and guard in ("", "!"):
-        raise ValueError("empty guard in row for event %r" % event)
-    negate = bool(guard) and guard[0] == "!"
-    return (tuple(sources), event, target, guard[1:] if negate else guard, negate, action)
+# Rows are used as written, never copied: on MicroPython a table literal stays in memory
+# with its module's code whatever is done with it, so a compiled copy would hold the table
+# twice (the session machine's copy was 2.4 KB of a 32-bit heap).
+SOURCES, EVENT, TARGET, GUARD, ACTION = 0, 1, 2, 3, 4
 
 
 def row_matches(row, state):
     sources = row[SOURCES]
+    if isinstance(sources, str):
+        return sources == ANY or sources == state
     return ANY in sources or state in sources
+
+
+def _sources(row):
+    """A row's sources as a tuple (a new one for a single state: not for the hot path)."""
+    sources = row[SOURCES]
+    return (sources,) if isinstance(sources, str) else sources
 
 
 def row_label(row):
     text = row[EVENT]
-    if row[GUARD]:
-        text += " [" + ("not " if row[NEGATE] else "") + row[GUARD] + "]"
+    guard = row[GUARD]
+    if guard:
+        text += " [" + ("not " + guard[1:] if guard[0] == "!" else guard) + "]"
     if row[ACTION]:
         text += " / " + row[ACTION]
     return text
@@ -69,12 +70,19 @@ class Machine:
         self.exit = exit or {}
         if initial not in self.states:
             raise ValueError("%s: unknown initial state %r" % (name, initial))
-        self.rows = tuple(compile_row(*row) for row in rows)
+        self.rows = tuple(rows)
         self._by_event = {}
+        # "!name" guards: name, sliced once here rather than at every fire
+        self._negated = {}
         for row in self.rows:
-            for source in row[SOURCES]:
+            for source in _sources(row):
                 if source != ANY and source not in self.states:
                     raise ValueError("%s: unknown source state %r" % (name, source))
+            guard = row[GUARD]
+            if guard is not None and guard in ("", "!"):
+                raise ValueError("%s: empty guard in row for event %r" % (name, row[EVENT]))
+            if guard is not None and guard[0] == "!":
+                self._negated[guard] = guard[1:]
             if row[TARGET] is not None and row[TARGET] not in self.states:
                 raise ValueError("%s: unknown target state %r" % (name, row[TARGET]))
             self._by_event.setdefault(row[EVENT], []).append(row)
@@ -95,7 +103,7 @@ class Machine:
         for row in rows:
             if not row_matches(row, state):
                 continue
-            if row[GUARD] is not None and _holds(model, row[GUARD]) == row[NEGATE]:
+            if row[GUARD] is not None and not self._guard_holds(model, row[GUARD]):
                 continue
             target = row[TARGET]
             changing = target is not None and target != state
@@ -110,10 +118,14 @@ class Machine:
             return True
         return False
 
+    def _guard_holds(self, model, guard):
+        name = self._negated.get(guard)
+        return _holds(model, guard) if name is None else not _holds(model, name)
+
     def can_fire(self, model, event):
         for row in self._by_event.get(event, ()):
             if row_matches(row, model.state) and (
-                    row[GUARD] is None or _holds(model, row[GUARD]) != row[NEGATE]):
+                    row[GUARD] is None or self._guard_holds(model, row[GUARD])):
                 return True
         return False
 
@@ -129,10 +141,10 @@ class Machine:
             if notes:
                 lines.append("    %s : %s" % (state, "; ".join(notes)))
         for row in self.rows:
-            sources = self.states if ANY in row[SOURCES] else row[SOURCES]
-            for source in sources:
+            every = ANY in _sources(row)
+            for source in self.states if every else _sources(row):
                 target = source if row[TARGET] is None else row[TARGET]
-                if ANY in row[SOURCES] and target == source and row[TARGET] is not None:
+                if every and target == source and row[TARGET] is not None:
                     continue
                 lines.append("    %s --> %s : %s" % (source, target, row_label(row)))
         return "\n".join(lines)
