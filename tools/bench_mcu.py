@@ -186,13 +186,13 @@ def main(argv=None):
               "from .mpy (64-bit unix port: %.1f KB from .mpy)" % (
                   bits32["rom"]["imports"] / 1024, bits32["mpy"]["imports"] / 1024,
                   result["total"] / 1024))
-        print("whole session, the same, 32-bit: live peak %.1f KB from ROMFS, %.1f KB from "
-              ".mpy, less %.1f KB of modules that are C on a board: %.1f KB, %.1f KB" % (
-                  bits32["rom"]["session"]["live_peak"] / 1024,
-                  bits32["mpy"]["session"]["live_peak"] / 1024,
-                  bits32["rom"]["session"]["shadowed_modules"] / 1024,
-                  bits32["rom"]["session"]["board_peak"] / 1024,
-                  bits32["mpy"]["session"]["board_peak"] / 1024))
+        for source, name in (("rom", "ROMFS"), ("mpy", ".mpy")):
+            run = bits32[source]["session"]
+            print("whole session, the same, 32-bit, from %s: live heap median %.1f KB, peak "
+                  "%.1f KB; less %.1f KB of modules that are C on a board: %.1f KB, %.1f KB" % (
+                      name, run["live_median"] / 1024, run["live_peak"] / 1024,
+                      run["shadowed_modules"] / 1024, run["board_median"] / 1024,
+                      run["board_peak"] / 1024))
     print("Heartbeat round trips/s: MicroPython agent %d, CPython agent %d (same CSMS)" % (
         result["round_trips"]["round_trips_per_s"], result["round_trips_cpython_agent"]))
     lat = result["latency"]
