@@ -353,9 +353,10 @@ def session(bundle_dir, url, source="rom", every_ms=20):
     "board_peak", "board_median" (less that)}. The webassembly port grows its heap when a
     collection leaves too little (MICROPY_GC_SPLIT_HEAP_AUTO), so the smallest heap cannot be
     found by bisection as on the unix port; the live peak is the floor it cannot go below.
-    Around each burst of OCPP messages the peak runs 10-14 KB above the median for a few
-    hundred ms, which the unix port (64-bit, the agent's own WebSocket client) does not
-    show (at most 8 KB above its floor): the port's JS bridging, not the agent."""
+    Around each burst of OCPP messages the live heap runs 10-14 KB above the median for up to
+    a few hundred ms; the unix port (64-bit, the agent's own WebSocket client and asyncio)
+    stays within 8 KB of its floor through the same session, so this is most likely the
+    port's JS bridging (not proven: read the peak as an upper bound)."""
     with open(os.path.join(bundle_dir, "board.json")) as file:
         board_json = file.read()
     if json.loads(board_json)["hal"] != "unix":
