@@ -25,7 +25,7 @@ ANY = "*"
 
 # Rows are used as written, never copied: on MicroPython a table literal stays in memory
 # with its module's code whatever is done with it, so a compiled copy would hold the table
-# twice (the session machine's copy was 2.4 KB of a 32-bit heap).
+# twice (agent.evse imported in 1.9 KB more on 32-bit MicroPython with the copies).
 SOURCES, EVENT, TARGET, GUARD, ACTION = 0, 1, 2, 3, 4
 
 
