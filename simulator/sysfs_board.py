@@ -11,7 +11,9 @@ session against the simulated EV: the test of the Linux drivers end to end, and 
 set-up for anyone porting to a new board file.
 
 Inputs are rewritten in place at a fixed width (one pwrite), so a reader never meets an
-empty file; the drivers treat an unreadable value as "unchanged", as they must on a board.
+empty file, and they are written once as the tree is laid out, so none is ever read before
+it shows the world; the drivers treat an unreadable value as "unchanged", as they must on a
+board.
 """
 import asyncio
 import os
@@ -27,9 +29,11 @@ class _Value:
     """An input attribute the board writes in place."""
 
     def __init__(self, path, initial=0):
+        """`initial` None: keep what the file holds (a node an earlier run left)."""
         self.fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
         self.text = None
-        self.write(initial)
+        if initial is not None:
+            self.write(initial)
 
     def write(self, number):
         text = b"%10d\n" % number
@@ -72,7 +76,9 @@ class _Gpio:
         self.number = int(match.group(2))
         self.folder = os.path.join(board.root, "class/gpio", "gpio%d" % self.number)
         self.output = output
-        self.value = None
+        # a node left exported by an earlier run over the same tree is taken over as it is
+        self.value = _Value(os.path.join(self.folder, "value"), None) if self.exported() \
+            else None
 
     def exported(self):
         return os.path.isdir(self.folder)
@@ -197,6 +203,10 @@ class SysfsBoard:
         self.connectors = [_Connector(self, world.connectors[c["id"]], c["linux"])
                            for c in board["connectors"]]
         self._lay_out()
+        # the inputs show the world from the start: a driver that finds its nodes left by an
+        # earlier run needs no export, and would read the 0 a fresh value file starts with
+        for connector in self.connectors:
+            connector.show_inputs()
 
     def gpio(self, name, output):
         number = int(linux.GPIO_NAME.match(name).group(2))

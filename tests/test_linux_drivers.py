@@ -167,3 +167,25 @@ def test_every_device_of_the_bundled_board_comes_up(tmp_path):
     high, low = with_bench(tmp_path, survey)[0]
     assert abs(high - 12000) <= 10 and abs(low - 12000) <= 10      # +12 V, no EV
     assert with_bench(tmp_path, survey)[1:] == (True, False, False, None, None)
+
+
+def test_a_tree_left_by_an_earlier_run_shows_the_world_before_the_first_step(tmp_path):
+    """`evse run` again over the same sysfs folder: the nodes the last run exported are
+    still there, so the drivers need no export and may read at once. Every input already
+    shows the world (no cable: PP open, +12 V pilot), and stepping the board works with the
+    nodes taken over."""
+    def survey(hw):
+        return (hw.pilot.read(), hw.lock.feedback(), hw.pp.read_ohms())
+    first = with_bench(tmp_path, survey)            # exports every node
+    board, world = bench_board(tmp_path)
+
+    async def main():
+        world.bind()
+        sysfs = SysfsBoard(board, world)            # no step yet
+        hardware = linux.board_hardware(board)[1]
+        before = survey(hardware)
+        sysfs.step()
+        return before, survey(hardware)
+    before, after = asyncio.run(main())
+    assert before == after == first
+    assert first[2] is None and abs(first[0][0] - 12000) <= 10
