@@ -34,12 +34,14 @@ from pymodbus.client import AsyncModbusSerialClient, AsyncModbusTcpClient
 from pymodbus.exceptions import ConnectionException, ModbusException, ModbusIOException
 from pymodbus.framer import FramerType
 
+from agent.compat import sleep_ms
 from hal import modbus_meter
 from hal.interfaces import Meter, MeterError
 # the Modbus facts and errors both masters share (the portable RTU master's module)
 from hal.modbus_rtu import (
+    BACKOFF_MAX_MS, BACKOFF_MS, DEFAULT_RETRIES, DEFAULT_TIMEOUT_MS, PARITIES,
     ModbusExceptionResponse, ModbusFrameError, ModbusTimeout, exception_text, quiet_time_us,
-    wire_us,
+    wire_us, with_retries,
 )
 from hal.meter_profiles import PROFILES
 
@@ -48,11 +50,6 @@ from hal.meter_profiles import PROFILES
 logging.getLogger("pymodbus").addHandler(logging.NullHandler())
 
 TCP_PORT = 502                  # Modbus/TCP (Modbus Messaging on TCP/IP V1.0b §4.1)
-DEFAULT_TIMEOUT_MS = 1000       # per attempt; a 9600 Bd answer of 125 registers takes 265 ms
-DEFAULT_RETRIES = 2             # attempts = retries + 1
-BACKOFF_MS = 50                 # first pause before a retry; doubles per retry ...
-BACKOFF_MAX_MS = 800            # ... up to this
-PARITIES = ("N", "E", "O")
 STOPBITS = (1, 2)
 
 # a gateway saying the unit is not there: for probing, the same as silence
@@ -171,17 +168,8 @@ class Bus:
     async def read_registers(self, unit, function, address, count):
         if function not in (3, 4):
             raise ValueError("function must be 3 or 4, got %r" % function)
-        attempt = 0
-        while True:
-            try:
-                return await self._attempt(unit, function, address, count)
-            except MeterError as error:
-                if attempt >= self.retries or not getattr(error, "retry", False):
-                    if attempt:
-                        error.args = ("%s (%d attempts)" % (error, attempt + 1),)
-                    raise
-            await asyncio.sleep(min(self.backoff_ms << attempt, BACKOFF_MAX_MS) / 1000)
-            attempt += 1
+        return await with_retries(self._attempt, (unit, function, address, count),
+                                  self.retries, self.backoff_ms, sleep_ms)
 
     async def _attempt(self, unit, function, address, count):
         async with self._lock:

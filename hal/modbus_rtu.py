@@ -94,6 +94,24 @@ class ModbusExceptionResponse(MeterError):
         self.retry = code in TRANSIENT_CODES
 
 
+async def with_retries(attempt, args, retries, backoff_ms, sleep_ms):
+    """`await attempt(*args)`, again after a pause of backoff_ms, doubling up to
+    BACKOFF_MAX_MS, while it raises a MeterError marked `retry` and retries are left; the
+    last error says how many attempts it took. Both masters (this one and pymodbus's in
+    hal/modbus_client.py) retry through here."""
+    done = 0
+    while True:
+        try:
+            return await attempt(*args)
+        except MeterError as error:
+            if done >= retries or not getattr(error, "retry", False):
+                if done:
+                    raise modbus_meter.with_context(error, "%s (%d attempts)" % (error, done + 1))
+                raise
+        await sleep_ms(min(backoff_ms << done, BACKOFF_MAX_MS))
+        done += 1
+
+
 def exception_text(code, function, address, count):
     """'exception 02 illegal data address at 0x0048 (function 04, 2 registers)'."""
     return "exception %02X %s at 0x%04X (function %02d, %d register%s)" % (
@@ -259,17 +277,8 @@ class RtuMaster:
     async def read_registers(self, unit, function, address, count):
         """The register values, or the last attempt's MeterError."""
         read_request(unit, function, address, count)          # ValueError before any I/O
-        attempt = 0
-        while True:
-            try:
-                return await self._attempt(unit, function, address, count)
-            except MeterError as error:
-                if attempt >= self.retries or not getattr(error, "retry", False):
-                    if attempt:
-                        raise modbus_meter.with_context(error, "%s (%d attempts)" % (error, attempt + 1))
-                    raise
-            await self.sleep(min(self.backoff_ms << attempt, BACKOFF_MAX_MS))
-            attempt += 1
+        return await with_retries(self._attempt, (unit, function, address, count),
+                                  self.retries, self.backoff_ms, self.sleep)
 
     async def _attempt(self, unit, function, address, count):
         where = "%s id %d" % (self.link, unit)
