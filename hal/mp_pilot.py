@@ -229,6 +229,17 @@ def parse_pin(spec, what="pin"):
     return (int(text) if text.isdigit() else text), active_low, pull
 
 
+def plain_pin_id(spec, what):
+    """The pin of a spec that may not be active-low (a PWM output, an ADC input)."""
+    pin_id, active_low, _ = parse_pin(spec, what)
+    if active_low:
+        raise ValueError("%s: %r: an active-low mark means nothing here" % (what, spec))
+    return pin_id
+
+
+READ_TIME_PROBES = 8            # ADC reads timed to learn how long one takes
+
+
 # -- the generator side both ports share ------------------------------------------------------
 
 PWM_FREQ_HZ = 1000              # IEC 61851-1: the pilot's 1 kHz

@@ -58,26 +58,18 @@ from time import sleep_us, ticks_diff, ticks_us
 from machine import ADC, PWM, Pin, time_pulse_us
 
 from hal import interfaces as hal
-from hal.mp_pilot import (PERIOD_US, PWM_FREQ_HZ, PlateauTracker, PwmOutput, SETTLE_US,
-                          bracket_ok, calibrate, check_calibration, high_us, parse_pin,
-                          sample_offsets)
+from hal.mp_pilot import (PERIOD_US, PWM_FREQ_HZ, READ_TIME_PROBES, PlateauTracker, PwmOutput,
+                          SETTLE_US, bracket_ok, calibrate, check_calibration, high_us,
+                          parse_pin, plain_pin_id, sample_offsets)
 
 EDGE_TIMEOUT_US = PERIOD_US + 100      # per phase of time_pulse_us: one period and a margin
-READ_TIME_PROBES = 8
-
-
-def _pin_id(spec, what):
-    pin_id, active_low, _ = parse_pin(spec, what)
-    if active_low:
-        raise ValueError("%s: %r: an active-low mark means nothing here" % (what, spec))
-    return pin_id
 
 
 class AdcMv:
     """One ADC1 input in mV at the pin (ESP32: calibrated read_uv, 11 dB attenuation)."""
 
     def __init__(self, spec, what="adc"):
-        self.adc = ADC(Pin(_pin_id(spec, what)), atten=ADC.ATTN_11DB)
+        self.adc = ADC(Pin(plain_pin_id(spec, what)), atten=ADC.ATTN_11DB)
 
     def read_mv(self):
         return (self.adc.read_uv() + 500) // 1000
@@ -98,7 +90,7 @@ class Esp32Pilot(PwmOutput, hal.Pilot):
         # what the sense input shows on the pilot's high plateau ("!N": low)
         self.high_level = 0 if sense_low else 1
         self.adc = AdcMv(pins["pilot_adc"], "pilot_adc")
-        PwmOutput.__init__(self, PWM(Pin(_pin_id(pins["pilot_pwm"], "pilot_pwm"), Pin.OUT),
+        PwmOutput.__init__(self, PWM(Pin(plain_pin_id(pins["pilot_pwm"], "pilot_pwm"), Pin.OUT),
                                      freq=PWM_FREQ_HZ, duty_u16=65535, invert=self.inverted))
         self.settle_us = settle_us
         self.periods = periods

@@ -49,23 +49,15 @@ from time import sleep_us, ticks_diff, ticks_us
 from machine import ADC, PWM, Pin, mem32
 
 from hal import interfaces as hal
-from hal.mp_pilot import (HIGH, LOW, PERIOD_US, PWM_FREQ_HZ, PlateauTracker, PwmOutput,
-                          SETTLE_US, calibrate, check_calibration, classify_sample, parse_pin,
-                          sample_offsets, u16_mv)
+from hal.mp_pilot import (HIGH, LOW, PERIOD_US, PWM_FREQ_HZ, READ_TIME_PROBES, PlateauTracker,
+                          PwmOutput, SETTLE_US, calibrate, check_calibration, classify_sample,
+                          plain_pin_id, sample_offsets, u16_mv)
 
 PWM_BASES = (("RP2350", 0x400A8000), ("RP2040", 0x40050000))
 SLICE_STRIDE = 0x14
 CSR, CTR, CC, TOP = 0x00, 0x08, 0x0C, 0x10
 CSR_PH_CORRECT = 0x02
-READ_TIME_PROBES = 8
 DEFAULT_REFERENCE_MV = 3300
-
-
-def _pin_id(spec, what):
-    pin_id, active_low, _ = parse_pin(spec, what)
-    if active_low:
-        raise ValueError("%s: %r: an active-low mark means nothing here" % (what, spec))
-    return pin_id
 
 
 def pwm_base(machine_name):
@@ -86,7 +78,7 @@ class AdcMv:
     """One ADC input in mV at the pin (RP2: read_u16 scaled by the reference voltage)."""
 
     def __init__(self, spec, reference_mv=DEFAULT_REFERENCE_MV, what="adc"):
-        self.adc = ADC(Pin(_pin_id(spec, what)))
+        self.adc = ADC(Pin(plain_pin_id(spec, what)))
         self.reference_mv = reference_mv
 
     def read_mv(self):
@@ -100,7 +92,7 @@ class Rp2Pilot(PwmOutput, hal.Pilot):
                  periods=2):
         self.calibration = check_calibration(pins.get("pilot_calibration"))
         self.inverted = bool(pins.get("pilot_inverted", False))
-        gpio = _pin_id(pins["pilot_pwm"], "pilot_pwm")
+        gpio = plain_pin_id(pins["pilot_pwm"], "pilot_pwm")
         if not isinstance(gpio, int):
             raise ValueError("pilot_pwm: the RP2 pilot needs a GPIO number, got %r" % (gpio,))
         self.adc = AdcMv(pins["pilot_adc"], reference_mv, "pilot_adc")
