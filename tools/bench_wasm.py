@@ -303,9 +303,11 @@ def _mpy_files(bundle_dir):
     return sorted(found)
 
 
-def _interpret(bundle_dir, code, source, heap_kb=512, work_files=None, timeout=300):
+def _interpret(bundle_dir, code, source, heap_kb=512, work_files=None, ws=None, timeout=300):
     """Run `code` in the interpreter with the bundle's modules from `source` (rom: a ROMFS
-    image; mpy: the .mpy files in its RAM filesystem): (RESULT parsed, image bytes)."""
+    image; mpy: the .mpy files in its RAM filesystem), `work_files` {name: text} in its
+    working folder and, given `ws` (the `ws` package's folder), node's WebSocket for
+    HOST_IO_PY: (RESULT parsed, image bytes)."""
     files = _mpy_files(bundle_dir)
     with tempfile.TemporaryDirectory() as work:
         image = os.path.join(work, "romfs.img")
@@ -314,9 +316,7 @@ def _interpret(bundle_dir, code, source, heap_kb=512, work_files=None, timeout=3
         job = {"interpreter": interpreter(), "code": code, "heap": heap_kb * 1024,
                "bundle": os.path.abspath(bundle_dir), "work": work_files or {},
                "image": image if source == "rom" else None,
-               "files": files if source == "mpy" else None}
-        if work_files:
-            job["ws"] = _npm_fetch("ws", WS_VERSION)
+               "files": files if source == "mpy" else None, "ws": ws}
         with open(os.path.join(work, "job.json"), "w") as file:
             json.dump(job, file)
         with open(os.path.join(work, "driver.mjs"), "w") as file:
@@ -365,7 +365,7 @@ def session(bundle_dir, url, source="rom", every_ms=20):
                                                          SESSION_PY)
     answer, _ = _interpret(bundle_dir, code, source, 256,
                            {"board.json": board_json, "host_io.py": HOST_IO_PY},
-                           timeout=SESSION_TIMEOUT_S)
+                           ws=_npm_fetch("ws", WS_VERSION), timeout=SESSION_TIMEOUT_S)
     if "error" in answer:
         raise BenchError("session: %s" % answer["error"])
     if not answer["ok"]:
