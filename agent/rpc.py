@@ -10,13 +10,17 @@ same file runs on the MCU, where it is the whole RPC layer.
   "Timeout" or "ConnectionLost" for what never got an answer; those are never sent).
 - Incoming CALLs go to `handler(action, payload) -> response payload`; a handler raises
   `CallError` to answer with CALLERROR. Anything it raises otherwise becomes InternalError:
-  a bug in one handler never takes the connection down.
+  a bug in one handler never takes the connection down. A handler whose answer depends on
+  what happens next (an unlock: did the lock open?) takes the CALL's id from `calling`,
+  returns `DEFERRED` and answers later with `answer(unique_id, payload)`; one that must not
+  answer at all (OCPP 1.6 §4.2: while the boot is Rejected) returns `NO_ANSWER`.
 - An optional `validator` (CPython: the official JSON schemas) checks every payload both ways
   and raises `CallError` with the code OCPP-J prescribes for what is wrong. With
   `lenient=True` a schema problem is reported as an event and the payload goes through.
-- Garbage in (not JSON, not an array, wrong element types, unknown message type) is answered
-  with FormationViolation when it carries a usable message id, and reported as an event
-  either way; it never raises.
+- Garbage in (not JSON, not an array, wrong element types) is answered with
+  FormationViolation when it carries a usable message id, an unknown message type id with
+  ProtocolError (1.6 has no MessageTypeNotSupported; the frame breaks the RPC framework, not
+  an action's PDU), and each is reported as an event; it never raises.
 """
 import json
 
@@ -41,6 +45,10 @@ TIMEOUT = "Timeout"
 CONNECTION_LOST = "ConnectionLost"
 
 MAX_ID_LENGTH = 36      # OCPP-J: the message id is at most 36 characters
+
+# what a handler returns instead of a payload
+DEFERRED = "deferred"       # the answer comes later, through answer()
+NO_ANSWER = "no answer"     # the CALL goes unanswered
 
 
 class CallError(Exception):
@@ -88,6 +96,8 @@ class Rpc:
         self._outstanding = None
         self._frames = []
         self._events = []
+        self._deferred = {}       # unique id -> action, of CALLs a handler answers later
+        self.calling = None       # the id of the CALL whose handler is running
         self.connected = False
 
     # ------------------------------------------------------------------ outputs
@@ -179,19 +189,24 @@ class Rpc:
         self._send_next(now)
 
     def connection_lost(self, now):
-        """The CALL in flight is lost; queued CALLs wait for the next connection."""
+        """The CALL in flight is lost; queued CALLs wait for the next connection. Answers
+        still owed are moot: the CSMS that asked has gone."""
         self.connected = False
+        self._deferred = {}
         pending = self._outstanding
         self._outstanding = None
         if pending is not None:
             self._finish(now, pending, None, CallError(CONNECTION_LOST, pending.action))
 
-    def drop_queued(self, keep):
+    def drop_queued(self, now, keep):
         """Forget queued CALLs except those `keep(action)` wants (non-transaction messages
-        are not worth replaying after a long outage); returns how many were dropped."""
-        before = len(self._queue)
+        are not worth replaying after a long outage); each dropped one's callback hears
+        ConnectionLost, as it never reached the CSMS. Returns how many were dropped."""
+        dropped = [p for p in self._queue if not keep(p.action)]
         self._queue = [p for p in self._queue if keep(p.action)]
-        return before - len(self._queue)
+        for pending in dropped:
+            self._finish(now, pending, None, CallError(CONNECTION_LOST, pending.action))
+        return len(dropped)
 
     # ------------------------------------------------------------------ incoming frames
     def receive(self, now, text):
@@ -236,12 +251,11 @@ class Rpc:
             self._reject(frame, FORMATION_VIOLATION, "payload must be a JSON object", text)
             return
         self._event("received", CALL, action, payload)
+        self.calling = unique_id
         try:
             if self.validator is not None:
                 self._check(self.validator.request, action, payload)
             response = self.handler(action, payload)
-            if self.validator is not None:
-                self._check(self.validator.response, action, response)
         except CallError as error:
             self._answer_error(unique_id, error.code, error.description, error.details)
             return
@@ -249,6 +263,35 @@ class Rpc:
             self._event("handler_error", action, repr(error))
             self._answer_error(unique_id, INTERNAL_ERROR, "%s failed" % action)
             return
+        finally:
+            self.calling = None
+        if response is DEFERRED:
+            self._deferred[unique_id] = action
+        elif response is NO_ANSWER:
+            self._event("unanswered", action, unique_id)
+        else:
+            self._answer(unique_id, action, response)
+
+    def answer(self, unique_id, payload):
+        """The answer to a CALL whose handler returned DEFERRED; False if it is no longer
+        owed (the connection it came on has gone, or it was answered already)."""
+        action = self._deferred.pop(unique_id, None)
+        if action is None:
+            return False
+        self._answer(unique_id, action, payload)
+        return True
+
+    def _answer(self, unique_id, action, response):
+        if self.validator is not None:
+            try:
+                self._check(self.validator.response, action, response)
+            except CallError as error:
+                self._answer_error(unique_id, error.code, error.description, error.details)
+                return
+            except Exception as error:   # a payload the validator chokes on: our bug
+                self._event("handler_error", action, repr(error))
+                self._answer_error(unique_id, INTERNAL_ERROR, "%s failed" % action)
+                return
         self._frames.append(json.dumps([CALLRESULT, unique_id, response]))
         self._event("sent", CALLRESULT, action, response)
 

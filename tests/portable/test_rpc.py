@@ -1,7 +1,7 @@
 """agent.rpc: OCPP-J framing, one CALL in flight, timeouts, CALLERROR (portable)."""
 import json
 
-from agent.rpc import CALL, CALLERROR, CALLRESULT, CallError, Rpc
+from agent.rpc import CALL, CALLERROR, CALLRESULT, DEFERRED, NO_ANSWER, CallError, Rpc
 
 
 def handler(action, payload):
@@ -85,7 +85,7 @@ def test_connection_lost_fails_the_call_in_flight_and_keeps_the_queue():
     assert got == ["ConnectionLost"] and r.queued() == 1
     r.connection_made(4)
     assert json.loads(r.take_frames()[0])[2] == "StatusNotification"
-    assert r.drop_queued(lambda action: False) == 0     # already sent: nothing queued
+    assert r.drop_queued(0, lambda action: False) == 0     # already sent: nothing queued
 
 
 def test_incoming_call_is_answered():
@@ -170,3 +170,37 @@ def test_own_invalid_call_is_not_sent():
     got = []
     r.call(0, "StatusNotification", {}, lambda now, p, e: got.append(e.code))
     assert r.take_frames() == [] and got == ["OccurenceConstraintViolation"]
+
+
+def test_a_deferred_call_is_answered_later_once_and_not_across_connections():
+    r = Rpc(None)
+    owed = []
+
+    def handler(action, payload):
+        owed.append(r.calling)
+        return DEFERRED if action == "UnlockConnector" else NO_ANSWER
+    r.handler = handler
+    r.connection_made(0)
+    r.receive(0, json.dumps([CALL, "u1", "UnlockConnector", {"connectorId": 1}]))
+    r.receive(0, json.dumps([CALL, "g1", "GetConfiguration", {}]))
+    assert frames(r) == [] and owed == ["u1", "g1"] and r.calling is None
+    assert r.answer("u1", {"status": "Unlocked"}) is True
+    assert r.answer("u1", {"status": "Unlocked"}) is False          # answered already
+    assert r.answer("g1", {}) is False                              # never owed
+    assert frames(r) == [[CALLRESULT, "u1", {"status": "Unlocked"}]]
+    r.receive(1, json.dumps([CALL, "u2", "UnlockConnector", {"connectorId": 1}]))
+    r.connection_lost(2)
+    r.connection_made(3)
+    assert r.answer("u2", {"status": "Unlocked"}) is False          # the asker has gone
+    assert frames(r) == []
+
+
+def test_dropped_calls_hear_connection_lost():
+    r = Rpc(handler)            # offline: every CALL waits in the queue
+    heard = []
+    r.call(0, "Heartbeat", {}, lambda now, p, e: heard.append(("Heartbeat", e.code)))
+    r.call(0, "Authorize", {"idTag": "T"}, lambda now, p, e: heard.append(("Authorize", e.code)))
+    r.call(0, "BootNotification", {}, lambda now, p, e: heard.append(("Boot", e.code)))
+    assert r.drop_queued(1, lambda action: action == "BootNotification") == 2
+    assert heard == [("Heartbeat", "ConnectionLost"), ("Authorize", "ConnectionLost")]
+    assert r.queued() == 1
