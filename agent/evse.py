@@ -574,6 +574,15 @@ class Evse:
         self._step(now)
         return True
 
+    def unlock_outcome(self):
+        """After unlock(): True once the plug is free (the lock is open and its feedback, if
+        it has one, agrees), False if the lock failed, None while that is not known yet."""
+        if "lock_failure" in self.faults:
+            return False
+        if self.locked or (self.has_lock_feedback and self.lock_feedback_locked):
+            return None
+        return True
+
     def reset_faults(self, now):
         """Operator reset: clears latched faults whose condition is gone (a contactor that
         welded and came free again, a failed self-test that passed since). Also asks a

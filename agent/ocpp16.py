@@ -60,6 +60,12 @@ EVSE_KEYS = {
 
 TRANSACTION_ACTIONS = ("StartTransaction", "MeterValues", "StopTransaction")
 DEFAULT_RETRY_MS = 60000         # Pending/Rejected boot without an interval
+# StopTransaction.transactionData: at most this many meter values per transaction; once full,
+# the newest replaces the last, so Begin, the first samples and the latest are kept (as
+# MicroOcpp's 4 slots, spec/embedded.md §A.6): it travels in open_tx and in one Stop record
+STOP_TX_DATA_MAX = 8
+UNLOCK_CHECK_MS = 100            # how often a pending UnlockConnector looks at the lock
+UNLOCK_MARGIN_MS = 1000          # beyond the lock's own feedback deadline
 
 # measurand -> (unit, phased, how to read it from (evse, sample)) in milli-units for A/V
 MEASURANDS = {
@@ -141,6 +147,7 @@ class ChargePoint16:
         self._reconnect = None          # key whose change the connection must pick up
         self._auth_cache = self._load_auth_cache()
         self._remote_tags = {}          # tag -> connector, for AuthorizeRemoteTxRequests
+        self._unlocks = {}              # UnlockConnector id -> (connector, deadline)
         self.sent_counts = {}
         self.received_counts = {}
         self._recover()
@@ -263,7 +270,7 @@ class ChargePoint16:
         self._tx_in_flight = None
         self.rpc.connection_lost(now)
         # what is not a transaction message is not worth replaying after an outage
-        self.rpc.drop_queued(lambda action: action == "BootNotification")
+        self.rpc.drop_queued(now, lambda action: action == "BootNotification")
         self._timers.pop("heartbeat", None)
 
     def poll(self, now):
@@ -388,8 +395,9 @@ class ChargePoint16:
         if not self.online or self.boot != "accepted":
             return
         evses = self.station.evses
-        station_status = "Unavailable" if all(e.disabled for e in evses.values()) else \
-            "Available"
+        # a disable scheduled behind a running transaction has not happened yet (§5.2)
+        station_status = "Unavailable" if all(e.disabled and not e.session_active
+                                              for e in evses.values()) else "Available"
         wanted = {0: (station_status, "NoError")}
         for connector_id, evse in evses.items():
             if evse.cp.state == "unknown" and evse.pilot_mode != "f":
@@ -424,7 +432,14 @@ class ChargePoint16:
             payload["info"] = code
         elif evse is not None and evse.meter_lost_since is not None:
             payload["info"] = "meter lost: energy estimated"
-        self.rpc.call(now, "StatusNotification", payload, ungated=ungated)
+
+        def answered(now, result, failure):
+            # one that never reached the CSMS is not what the CSMS has: the sync after the
+            # reconnect sends what is true then
+            if failure is not None and failure.code == rpc_mod.CONNECTION_LOST and \
+                    self._reported.get(connector_id) == (status, error):
+                del self._reported[connector_id]
+        self.rpc.call(now, "StatusNotification", payload, answered, ungated=ungated)
 
     # ------------------------------------------------------------------ transactions
     def _new_tx_key(self):
@@ -444,8 +459,10 @@ class ChargePoint16:
         key = self._new_tx_key()
         # write order against kill -9: the open transaction first, then its Start (a crash
         # between the two leaves a PowerLoss Stop with no Start, which is dropped harmlessly)
-        self._tx[evse.connector_id] = {"key": key, "tag": tag, "transaction_id": None,
-                                       "last_wh": meter_start, "last_time": timestamp}
+        tx = self._tx[evse.connector_id] = {"key": key, "tag": tag, "transaction_id": None,
+                                            "last_wh": meter_start, "last_time": timestamp,
+                                            "data": []}
+        self._keep_for_stop(now, evse, tx, "Transaction.Begin", "StopTxnSampledData")
         self._save_open()
         seq = self.journal.append({
             "action": "StartTransaction", "tx": key, "attempts": 0, "payload": {
@@ -473,10 +490,9 @@ class ChargePoint16:
         payload = {"meterStop": meter_stop, "timestamp": self.timestamp(now),
                    "reason": STOP_REASON.get(reason, "Other"),
                    "idTag": evse.stop_tag or tx["tag"]}
-        data = self._meter_value(now, evse, "Transaction.End",
-                                 self.config.get("StopTxnSampledData"))
-        if data is not None:
-            payload["transactionData"] = [data]
+        self._keep_for_stop(now, evse, tx, "Transaction.End", "StopTxnSampledData")
+        if tx["data"]:
+            payload["transactionData"] = tx["data"]
         self.journal.append({"action": "StopTransaction", "tx": tx["key"], "attempts": 0,
                              "payload": payload, "transaction_id": tx["transaction_id"]})
         self._save_open()           # forgotten only once its Stop is journaled (kill -9)
@@ -492,7 +508,8 @@ class ChargePoint16:
         for connector_id, tx in self._tx.items():
             state[tx["key"]] = {"connector": connector_id, "tag": tx["tag"],
                                 "transaction_id": tx["transaction_id"],
-                                "wh": tx["last_wh"], "time": tx.get("last_time")}
+                                "wh": tx["last_wh"], "time": tx.get("last_time"),
+                                "data": tx["data"]}
         self.storage.write("open_tx", json.dumps(state).encode())
 
     def _recover(self):
@@ -514,11 +531,13 @@ class ChargePoint16:
                 evse.ended_before_reboot = True
             if key in pending_stops:
                 continue
+            payload = {"meterStop": last["wh"], "timestamp": last["time"],
+                       "reason": "PowerLoss", "idTag": last["tag"]}
+            if last.get("data"):
+                payload["transactionData"] = last["data"]
             self.journal.append({"action": "StopTransaction", "tx": key, "attempts": 0,
                                  "transaction_id": last["transaction_id"],
-                                 "payload": {"meterStop": last["wh"],
-                                             "timestamp": last["time"],
-                                             "reason": "PowerLoss", "idTag": last["tag"]}})
+                                 "payload": payload})
         self.storage.write("open_tx", b"{}")
 
     def _pump_journal(self, now):
@@ -624,26 +643,49 @@ class ChargePoint16:
 
     def _send_meter_values(self, now, evse, context, measurands, trigger=False):
         """Transaction samples go through the journal; a triggered one is answered at once
-        (it may leave even while the boot is pending)."""
+        (it may leave even while the boot is pending). True if the open transaction's record
+        changed (the caller saves it, once for everything a timer did)."""
         value = self._meter_value(now, evse, context, measurands)
         if value is None:
-            return
+            return False
         payload = {"connectorId": evse.connector_id, "meterValue": [value]}
         tx = self._tx.get(evse.connector_id)
         if tx is not None and not trigger:
-            for sampled in value["sampledValue"]:
-                if sampled["measurand"] == "Energy.Active.Import.Register":
-                    tx["last_wh"] = int(sampled["value"])
-                    tx["last_time"] = value["timestamp"]
-                    self._save_open()
             self.journal.append({"action": "MeterValues", "tx": tx["key"], "attempts": 0,
                                  "payload": payload,
                                  "transaction_id": tx["transaction_id"]})
             self._pump_journal(now)
+            return self._note_energy(tx, value)
         else:
             if tx is not None and tx["transaction_id"] is not None:
                 payload["transactionId"] = tx["transaction_id"]
             self.rpc.call(now, "MeterValues", payload, ungated=trigger)
+        return False
+
+    @staticmethod
+    def _note_energy(tx, value):
+        """The register reading in a transaction's meter value is its last known energy
+        (meterStop after a power loss)."""
+        for sampled in value["sampledValue"]:
+            if sampled["measurand"] == "Energy.Active.Import.Register":
+                tx["last_wh"] = int(sampled["value"])
+                tx["last_time"] = value["timestamp"]
+                return True
+        return False
+
+    def _keep_for_stop(self, now, evse, tx, context, key):
+        """Keep a meter value of the measurands `key` names (StopTxnSampledData or
+        StopTxnAlignedData) for the Stop's transactionData; True if one was kept."""
+        value = self._meter_value(now, evse, context, self.config.get(key))
+        if value is None:
+            return False
+        data = tx["data"]
+        if len(data) < STOP_TX_DATA_MAX:
+            data.append(value)
+        else:
+            data[-1] = value
+        self._note_energy(tx, value)
+        return True
 
     def _arm_sampling(self, now, connector_id):
         interval = self.config.get("MeterValueSampleInterval")
@@ -653,10 +695,13 @@ class ChargePoint16:
     def _timer_sample(self, now, name):
         connector_id = int(name.split(":")[1])
         evse = self.station.evses.get(connector_id)
-        if evse is None or connector_id not in self._tx:
+        tx = self._tx.get(connector_id)
+        if evse is None or tx is None:
             return
-        self._send_meter_values(now, evse, "Sample.Periodic",
-                                self.config.get("MeterValuesSampledData"))
+        sent = self._send_meter_values(now, evse, "Sample.Periodic",
+                                       self.config.get("MeterValuesSampledData"))
+        if self._keep_for_stop(now, evse, tx, "Sample.Periodic", "StopTxnSampledData") or sent:
+            self._save_open()
         self._arm_sampling(now, connector_id)
 
     def _arm_aligned(self, now):
@@ -666,9 +711,17 @@ class ChargePoint16:
             self._timers["aligned"] = now + (interval - wall % interval)
 
     def _timer_aligned(self, now, name):
+        changed = False
         for evse in self.station.evses.values():
-            self._send_meter_values(now, evse, "Sample.Clock",
-                                    self.config.get("MeterValuesAlignedData"))
+            changed = self._send_meter_values(now, evse, "Sample.Clock",
+                                              self.config.get("MeterValuesAlignedData")) \
+                or changed
+            tx = self._tx.get(evse.connector_id)
+            if tx is not None:
+                changed = self._keep_for_stop(now, evse, tx, "Sample.Clock",
+                                              "StopTxnAlignedData") or changed
+        if changed:
+            self._save_open()
         self._arm_aligned(now + 1)
 
     # ------------------------------------------------------------------ boot, heartbeat
@@ -745,6 +798,8 @@ class ChargePoint16:
     # ------------------------------------------------------------------ CSMS -> CP
     def handle(self, action, payload):
         """RPC handler: one method per action (HANDLERS)."""
+        if self.boot == "rejected":
+            return rpc_mod.NO_ANSWER    # OCPP 1.6 §4.2: not even to CSMS requests
         method = HANDLERS.get(action)
         if method is None:
             # a 1.6 action of a profile we do not offer is "recognized but not supported"
@@ -803,10 +858,33 @@ class ChargePoint16:
         evse = self._connector(payload["connectorId"])
         if evse is None or not evse.socket:
             return {"status": "NotSupported"}
+        deadline = now + evse.params.lock_feedback_ms + UNLOCK_MARGIN_MS
         if evse.session_active:
             evse.stop(now, "unlock_command")
+            # the EV may draw current that long before the contactor opens under load
+            deadline += evse.params.power_off_under_load_ms
         # the lock opens as soon as the contactor is open (EVerest: a force-unlock flag)
-        return {"status": "Unlocked" if evse.unlock(now) else "UnlockFailed"}
+        if not evse.unlock(now):
+            return {"status": "UnlockFailed"}
+        # OCPP 1.6 §5.18: the answer says whether the connector was unlocked, so it waits
+        # for the lock (a welded contactor keeps it shut: UnlockFailed at the deadline)
+        outcome = evse.unlock_outcome()
+        if outcome is not None:
+            return {"status": "Unlocked" if outcome else "UnlockFailed"}
+        unique_id = self.rpc.calling
+        self._unlocks[unique_id] = (evse.connector_id, deadline)
+        self._timers["unlock:" + unique_id] = now + UNLOCK_CHECK_MS
+        return rpc_mod.DEFERRED
+
+    def _timer_unlock(self, now, name):
+        unique_id = name.split(":", 1)[1]
+        connector_id, deadline = self._unlocks[unique_id]
+        outcome = self.station.evses[connector_id].unlock_outcome()
+        if outcome is None and now < deadline:
+            self._timers[name] = min(deadline, now + UNLOCK_CHECK_MS)
+            return
+        del self._unlocks[unique_id]
+        self.rpc.answer(unique_id, {"status": "Unlocked" if outcome else "UnlockFailed"})
 
     def on_ChangeAvailability(self, now, payload):
         connector_id = payload["connectorId"]

@@ -144,6 +144,33 @@ def test_pending_rejects_remote_start_and_stop():
     assert calls(run.csms, "Authorize") == []
 
 
+def test_rejected_answers_nothing_and_sends_nothing_until_the_interval():
+    """OCPP 1.6 §4.2: "If the Central System returns the status Rejected, the Charge Point
+    SHALL NOT send any OCPP message to the Central System until the aforementioned retry
+    interval has expired ... While Rejected, the Charge Point SHALL NOT respond to any Central
+    System initiated message" (Pending, above, answers them). A TriggerMessage is not answered
+    either, so nothing it would trigger leaves."""
+    async def operator(sim, csms):
+        first = await wait_calls(csms, "BootNotification", 1)
+        await until(csms, lambda: answer(csms, first) is not None)
+        outcomes = []
+        for ask in (lambda: csms.get_configuration(CP, ["HeartbeatInterval"], timeout=5),
+                    lambda: csms.trigger_message(CP, "StatusNotification", timeout=5)):
+            try:
+                outcomes.append(await ask())
+            except asyncio.TimeoutError:
+                outcomes.append("no answer")
+        await booted(csms, boots=2, timeout=60)
+        return first.time, outcomes
+
+    run = simulate("wait 1min", operator, boot_script=[("Rejected", 30)])
+    rejected_at, outcomes = run.result
+    assert outcomes == ["no answer", "no answer"]
+    second = calls(run.csms, "BootNotification")[1]
+    assert [r.action for r in calls(run.csms) if rejected_at < r.time < second.time] == []
+    assert last_status(run.csms, 1) == "Available"
+
+
 def test_pending_trigger_message_is_served_and_boot_still_completes():
     """E6 booting.py::test_initiate_message_in_pending (OCPP 1.6 §4.2.1: while Pending the
     charge point sends no request 'unless instructed by the Central System with a
@@ -846,6 +873,38 @@ def test_change_availability_during_transaction_scheduled_then_persisted_across_
     assert last_status(csms, 1) == "Preparing"          # the EV is still plugged in
 
 
+@pytest.mark.parametrize("connector", [0, 1])
+def test_change_availability_scheduled_leaves_the_charge_point_available_until_the_end(
+        connector):
+    """OCPP 1.6 §5.2, TC_G_11/14/17: a change Scheduled behind a transaction has not happened
+    yet, so neither the connector nor the charge point (connector 0) is reported Unavailable
+    before the transaction ends; both are after it."""
+    async def operator(sim, csms):
+        await started_tx(csms)
+        await asyncio.sleep(30)
+        scheduled = await csms.change_availability(CP, connector, "Inoperative")
+        await wait_calls(csms, "StopTransaction", timeout=600)
+        await wait_status(csms, "Unavailable", connector=0, timeout=60)
+        return scheduled
+
+    run = simulate("""
+        %s
+        wait_for received ChangeAvailability == 1 timeout=10min
+        wait 1min
+        swipe 04A1B2C3
+        wait 2min
+    """ % CHARGE, operator)
+    run.assert_scenario_held()
+    csms = run.csms
+    assert run.result == {"status": "Scheduled"}
+    stop = calls(csms, "StopTransaction")[0]
+    for connector_id in (0, 1):
+        early = [r.payload["status"] for r in status_records(csms, connector_id)
+                 if r.time < stop.time]
+        assert "Unavailable" not in early, (connector_id, early)
+        assert statuses(csms, connector_id, after=stop.time)[-1:] == ["Unavailable"]
+
+
 # ------------------------------------------------------------------------------ 10. trigger
 
 @pytest.mark.parametrize("message", ["StatusNotification", "MeterValues", "Heartbeat",
@@ -966,6 +1025,53 @@ def test_unlock_unknown_connector_not_supported():
 
     run = simulate("wait 20s", operator)
     assert run.result == {"status": "NotSupported"}
+
+
+def test_unlock_with_a_welded_contactor_answers_unlock_failed():
+    """OCPP 1.6 §5.18 / TC_030 (unlock failure): the answer says whether the connector was
+    unlocked. A welded contactor keeps the plug live, so the lock stays shut: the transaction
+    is stopped, and the answer, which waits for the lock, is UnlockFailed."""
+    async def operator(sim, csms):
+        await started_tx(csms)
+        await asyncio.sleep(30)
+        asked = now()
+        reply = await csms.unlock_connector(CP, 1, timeout=30)
+        return reply, now() - asked
+
+    run = simulate("""
+        %s
+        wait 10s
+        fault contactor_weld
+        wait_for received UnlockConnector == 1 timeout=10min
+        wait 1min
+    """ % CHARGE, operator)
+    reply, waited = run.result
+    assert reply == {"status": "UnlockFailed"}
+    assert [p["reason"] for p in payloads(run.csms, "StopTransaction")] == ["UnlockCommand"]
+    assert lock_locked(run.sim) is True
+    assert waited < 10          # the CSMS's call timeout here
+
+
+def test_unlock_answer_comes_once_the_lock_is_open():
+    """OCPP 1.6 §5.18: Unlocked means unlocked. The answer to an UnlockConnector during a
+    transaction leaves only after the contactor opened and the lock released."""
+    answered = {}
+
+    async def operator(sim, csms):
+        await started_tx(csms)
+        await asyncio.sleep(30)
+        reply = await csms.unlock_connector(CP, 1, timeout=30)
+        answered["lock"] = lock_locked(sim)
+        answered["contactor"] = sim.world.connectors[1].contactor.closed
+        return reply
+
+    run = simulate("""
+        %s
+        wait_for received UnlockConnector == 1 timeout=10min
+        wait 30s
+    """ % CHARGE, operator)
+    assert run.result == {"status": "Unlocked"}
+    assert answered == {"lock": False, "contactor": False}
 
 
 def test_clear_cache_and_data_transfer():
@@ -1113,6 +1219,46 @@ def test_clock_aligned_meter_values_follow_the_changed_interval():
         assert "transactionId" not in r.payload
 
 
+def test_stop_transaction_carries_the_configured_transaction_data():
+    """OCPP 1.6 §9.1 StopTxnSampledData / StopTxnAlignedData, TC_J_03-like: the Stop's
+    transactionData holds the sampled measurands from the start (Transaction.Begin), every
+    MeterValueSampleInterval, the clock-aligned ones every ClockAlignedDataInterval and the
+    end (Transaction.End); bounded at STOP_TX_DATA_MAX, where the newest replaces the last."""
+    from agent.ocpp16 import STOP_TX_DATA_MAX
+
+    async def operator(sim, csms):
+        await booted(csms)
+        await configure(csms, StopTxnSampledData="Energy.Active.Import.Register",
+                        StopTxnAlignedData="Energy.Active.Import.Register,Power.Active.Import",
+                        MeterValueSampleInterval="60", ClockAlignedDataInterval="300")
+
+    run = simulate("""
+        wait_for received ChangeConfiguration == 4 timeout=1min
+        %s
+        wait 20min
+        swipe 04A1B2C3
+        wait_for ocpp_status == Finishing timeout=10s
+        wait 5s
+    """ % CHARGE, operator)
+    run.assert_scenario_held()
+    (stop,) = payloads(run.csms, "StopTransaction")
+    data = stop["transactionData"]
+    contexts = [{s["context"] for s in mv["sampledValue"]} for mv in data]
+    assert len(data) == STOP_TX_DATA_MAX
+    assert contexts[0] == {"Transaction.Begin"} and contexts[-1] == {"Transaction.End"}
+    assert {"Sample.Periodic"} in contexts and {"Sample.Clock"} in contexts
+    clock = [mv for mv, c in zip(data, contexts) if c == {"Sample.Clock"}]
+    assert all({s["measurand"] for s in mv["sampledValue"]} ==
+               {"Energy.Active.Import.Register", "Power.Active.Import"} for mv in clock)
+    registers = [energy_register(mv) for mv in data]
+    assert registers == sorted(registers)
+    start = payloads(run.csms, "StartTransaction")[0]
+    assert registers[0] == start["meterStart"] and registers[-1] == stop["meterStop"]
+    stamps = [parse_ts(mv["timestamp"]) for mv in data]
+    assert stamps == sorted(stamps)
+
+
+
 # ------------------------------------------------------------------------------ 14. offline
 
 def test_offline_during_transaction_delivers_queued_messages_in_order():
@@ -1184,6 +1330,31 @@ def test_offline_during_transaction_delivers_queued_messages_in_order():
     # only the current status after the reconnect (the offline Finishing is history)
     assert statuses(csms, 1, after=online) == ["Available"]
     assert statuses(csms, 0, after=online) == []
+
+
+def test_status_queued_when_the_link_drops_is_sent_after_the_reconnect():
+    """spec/standards.md §5.2, TC_B_51/52-like: a StatusNotification still queued when the
+    connection drops never reached the CSMS, so after the reconnect the current status is sent
+    (here Charging, queued behind a StartTransaction the CSMS left unanswered)."""
+    async def operator(sim, csms):
+        csms.overrides["StartTransaction"] = lambda cp_id, payload: NO_REPLY
+        await wait_calls(csms, "StartTransaction")
+        await asyncio.sleep(3)              # Charging is queued behind the unanswered Start
+        del csms.overrides["StartTransaction"]
+        await csms.go_away(3)
+        await started_tx(csms, count=2, timeout=120)     # the Start, replayed
+        await wait_status(csms, "Charging", timeout=60)
+
+    run = simulate("""
+        plug
+        swipe 04A1B2C3
+        ev_ready
+        wait 2min
+    """, operator)
+    csms = run.csms
+    reconnected = connection_times(csms, "connected")[1]
+    assert "Charging" in statuses(csms, 1, after=reconnected)
+    assert last_status(csms, 1) == "Charging"
 
 
 def test_transaction_started_and_stopped_offline_is_replayed_after_reconnect():
