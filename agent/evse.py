@@ -128,7 +128,8 @@ SESSION_MACHINE = Machine(
         ("finishing", "cable_removed", "idle", None, None),
         # an EV plugged into the cable left in the socket: a new plug-in, a new session
         ("finishing", "plug", "authorizing", None, "forget_ended_session"),
-        (("idle", "authorizing", "finishing"), "disable", "unavailable", None, None),
+        # a disable scheduled behind a session waits for its end (the stop reading) too
+        (("idle", "authorizing", "finishing"), "disable", "unavailable", "!ending", None),
         (ACTIVE, "disable", None, None, "schedule_disable"),
         ("unavailable", "enable", "idle", None, None),
         (ANY, "fault", "faulted", None, None),
@@ -372,6 +373,9 @@ class Evse:
             return False
         return offer_for_current(min(self.target_ma(), MAX_CURRENT_MA)) > 0
 
+    def ending(self):
+        return self.stop_pending is not None
+
     def in_session(self):
         return self.session_active
 
@@ -469,8 +473,9 @@ class Evse:
         if sample.power_w is not None:
             self.estimate_power_w = max(0, sample.power_w)
         taken = now if sample.timestamp_ms is None else sample.timestamp_ms
-        if self.stop_pending is not None and taken >= self.stop_pending[1]:
-            self._report_stop(self.stop_pending[0])
+        pending = self.stop_pending
+        if pending is not None and pending[1] is not None and taken >= pending[1]:
+            self._report_stop(pending[0])
         self._check_over_current(now, sample)
         # A reading that raised, cleared or started nothing cannot change an output; skip the
         # derivation (once per second for hours) unless a timer is due anyway.
@@ -745,19 +750,32 @@ class Evse:
             self._timers.pop(name, None)
         if self.has_meter and self.params.stop_reading_timeout_ms and \
                 "meter_lost" not in self.faults and self.meter_lost_since is None:
-            # the stop reading (meterStop) must be taken after the stop: a sample up to a
-            # poll period old would leave the last second of energy out of the transaction
-            self.stop_pending = (reason, self.now)
-            self._commands.append((METER_READ, None))
-            self._timers["stop_reading"] = self.now + self.params.stop_reading_timeout_ms
+            # the stop reading (meterStop) is taken once no current can flow: after the
+            # contactor opened (the EV may draw for up to power_off_under_load_ms after the
+            # stop). A reading taken earlier leaves that energy out of every transaction.
+            self.stop_pending = (reason, None)
+            self._timers["stop_reading"] = self.now + self.params.power_off_under_load_ms + \
+                self.params.stop_reading_timeout_ms
         else:
             self._report_stop(reason)
+
+    def _read_stop_once_open(self, now):
+        """The contactor is open (its feedback agrees): ask the meter for the stop reading."""
+        pending = self.stop_pending
+        if pending is None or pending[1] is not None or self.contactor_closed or \
+                self.feedback_closed:
+            return
+        self.stop_pending = (pending[0], now)
+        self._commands.append((METER_READ, None))
+        self._timers["stop_reading"] = now + self.params.stop_reading_timeout_ms
 
     def _report_stop(self, reason):
         self.stop_pending = None
         self._timers.pop("stop_reading", None)
         self.energy_stop_wh = self.energy_register_wh()
         self._event("session_ended", reason, self.session_energy_wh())
+        if self.disabled:
+            self._fire("disable")
 
     def schedule_disable(self, _):
         self.disable_scheduled = True
@@ -864,10 +882,16 @@ class Evse:
             self._report_stop(self.stop_pending[0])
 
     def _timer_stop_reading(self, now):
-        if self.stop_pending is not None:
-            self._event("info", "no fresh meter reading within %d ms of the stop: the last "
-                        "one stands" % self.params.stop_reading_timeout_ms)
-            self._report_stop(self.stop_pending[0])
+        pending = self.stop_pending
+        if pending is not None:
+            if pending[1] is None:
+                self._event("info", "the contactor is still closed %d ms after the stop: the "
+                            "last meter reading stands" % (self.params.power_off_under_load_ms
+                                                           + self.params.stop_reading_timeout_ms))
+            else:
+                self._event("info", "no fresh meter reading within %d ms of the contactor "
+                            "opening: the last one stands" % self.params.stop_reading_timeout_ms)
+            self._report_stop(pending[0])
 
     def _timer_connection(self, now):
         if self.pending_tag is not None:
@@ -946,6 +970,8 @@ class Evse:
                 self.has_charged = True
             if self.has_contactor_feedback:
                 self._timers["contactor_feedback"] = now + self.params.contactor_feedback_ms
+
+        self._read_stop_once_open(now)
 
         locked = self._lock_wanted(now)
         if self.socket and locked != self.locked:

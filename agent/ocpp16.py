@@ -148,6 +148,7 @@ class ChargePoint16:
         self._auth_cache = self._load_auth_cache()
         self._remote_tags = {}          # tag -> connector, for AuthorizeRemoteTxRequests
         self._unlocks = {}              # UnlockConnector id -> (connector, deadline)
+        self._reset_kind = None         # a Reset waiting for the sessions' Stops
         self.sent_counts = {}
         self.received_counts = {}
         self._recover()
@@ -378,6 +379,7 @@ class ChargePoint16:
             self._start_transaction(now, evse, tag, event[2], timestamp)
         elif kind == "session_ended":
             self._stop_transaction(now, evse, event[2])
+            self._request_reset_once_stopped()
         self._sync_status(now)      # cheap: only differences are sent
 
     def _status(self, evse):
@@ -395,9 +397,10 @@ class ChargePoint16:
         if not self.online or self.boot != "accepted":
             return
         evses = self.station.evses
-        # a disable scheduled behind a running transaction has not happened yet (§5.2)
-        station_status = "Unavailable" if all(e.disabled and not e.session_active
-                                              for e in evses.values()) else "Available"
+        # a disable scheduled behind a running transaction happens once it has ended (§5.2)
+        station_status = "Unavailable" if all(
+            e.disabled and not e.session_active and not e.ending()
+            for e in evses.values()) else "Available"
         wanted = {0: (station_status, "NoError")}
         for connector_id, evse in evses.items():
             if evse.cp.state == "unknown" and evse.pilot_mode != "f":
@@ -816,9 +819,18 @@ class ChargePoint16:
         for evse in self.station.evses.values():
             if evse.session_active:
                 evse.stop(now, reason)
-        # the shell reboots once the Stop messages are journaled (they are, synchronously)
-        self._requests.append(("reset", kind))
+        self._reset_kind = kind
+        self._request_reset_once_stopped()
         return {"status": "Accepted"}
+
+    def _request_reset_once_stopped(self):
+        """The shell reboots once every stopped session's Stop is journaled: after its stop
+        reading, which waits for the contactor to open (the controller bounds that wait)."""
+        if self._reset_kind is None or any(e.stop_pending is not None
+                                           for e in self.station.evses.values()):
+            return
+        self._requests.append(("reset", self._reset_kind))
+        self._reset_kind = None
 
     def on_RemoteStartTransaction(self, now, payload):
         connector_id = payload.get("connectorId")

@@ -221,7 +221,13 @@ class Service:
             for evse in evses:
                 if evse.session_active:
                     agent.act(evse.stop, reason)
-        await self._until(lambda: not any(e.contactor_closed for e in evses), STOP_CONTACTORS_S)
+        # a session's end (its Stop, with the stop reading) comes once its contactor is open,
+        # which the controller bounds by the EV's time to stop drawing plus the reading's
+        bound_s = max([STOP_CONTACTORS_S] + [
+            (e.params.power_off_under_load_ms + e.params.stop_reading_timeout_ms) / 1000 + 1
+            for e in evses])
+        await self._until(lambda: not any(e.contactor_closed or e.stop_pending is not None
+                                          for e in evses), bound_s)
         if self.cp is not None:
             await self._until(lambda: not self.cp.online or (
                 not self.cp.rpc.busy() and not len(self.cp.journal.pending())), STOP_DELIVERY_S)

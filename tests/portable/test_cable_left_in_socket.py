@@ -47,8 +47,8 @@ def test_ev_leaves_cable_in_socket_finishing_until_it_is_taken_out():
     leave_cable(r)
     assert (r.session, r.cp) == ("finishing", "A1")
     assert r.contactor_opened_at == t + RELEASE
-    assert [e[2] for e in r.events_of("session_ended")] == ["ev_disconnected"]
     r.advance(1000)
+    assert [e[2] for e in r.events_of("session_ended")] == ["ev_disconnected"]
     assert r.session == "finishing"
     assert r.locked is False        # UnlockConnectorOnEVSideDisconnect = true
     take_cable_out(r)

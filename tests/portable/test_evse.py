@@ -80,7 +80,9 @@ def test_session_ended_on_unplug_reports_energy():
     r.unplug()
     t = r.now
     r.advance(100)
-    assert r.events_of("session_ended") == [(t + RELEASE, "session_ended", "ev_disconnected", 2500)]
+    # the stop reading once the contactor says it is open
+    assert r.events_of("session_ended") == [
+        (t + RELEASE + r.travel_ms, "session_ended", "ev_disconnected", 2500)]
     assert r.session == "idle"
 
 
@@ -109,7 +111,8 @@ def test_unplug_while_charging_opens_and_ends_session():
     r.advance(100)
     delay = r.contactor_opened_at - t
     assert delay == RELEASE and delay <= r.params.contactor_open_deadline_ms
-    assert r.events_of("session_ended") == [(t + 5, "session_ended", "ev_disconnected", 0)]
+    assert r.events_of("session_ended") == [
+        (t + RELEASE + r.travel_ms, "session_ended", "ev_disconnected", 0)]
     assert (r.session, r.cp) == ("idle", "A1")
     assert r.pilot == ("x1", 0) and not r.locked
 
@@ -122,12 +125,14 @@ def test_stop_with_ev_in_c_opens_after_power_off_under_load():
     r.stop()
     assert r.pilot_log(1000) == [(1000, "x1", 0)]
     assert r.session == "finishing" and r.cp == "C1"
-    assert r.events_of("session_ended") == [(1000, "session_ended", "local", 0)]
     r.advance(5999)
     assert r.contactor and r.contactor_opened_at is None
+    assert r.events_of("session_ended") == []       # the EV still draws: no stop reading yet
     r.advance(1)
     assert r.contactor_opened_at == 1000 + 6000
     assert r.params.power_off_under_load_ms == 6000
+    r.advance(r.travel_ms)
+    assert r.events_of("session_ended") == [(7000 + r.travel_ms, "session_ended", "local", 0)]
 
 
 def test_stop_then_ev_to_b_opens_at_once():
@@ -559,9 +564,12 @@ def test_unavailable_during_session_applies_when_session_ends():
     r.unplug()
     t = r.now
     r.advance(100)
-    # the plug's PP opens first: no cable rating, so PWM stops at once; F after A is seen
+    # the plug's PP opens first: no cable rating, so PWM stops at once; F once the session
+    # has ended (its stop reading, after the contactor's feedback said open)
     assert r.session == "unavailable"
-    assert r.pilot_log(t) == [(t, "x1", 0), (t + RELEASE, "f", 0)]
+    (ended, _, _, _), = r.events_of("session_ended")
+    assert ended >= t + RELEASE
+    assert r.pilot_log(t) == [(t, "x1", 0), (ended, "f", 0)]
     r.set_available(True)
     assert r.session == "idle" and r.pilot == ("x1", 0)
 
@@ -645,8 +653,10 @@ def test_list_mode_accepts_listed_tag_and_same_tag_stops():
     assert r.session == "charging"
     r.authorize("GOOD")                     # at 1200
     assert r.session == "finishing"
-    assert r.events_of("session_ended") == [(1200, "session_ended", "local", 0)]
     assert r.station_events[-1] == (1200, "token", "GOOD", "stop", 1)
+    r.ev_pause()
+    r.advance(100)
+    assert [e[2:] for e in r.events_of("session_ended")] == [("local", 0)]
 
 
 def test_token_before_plug_is_remembered():
