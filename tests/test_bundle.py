@@ -71,6 +71,38 @@ def test_a_linux_board_is_not_bundled(tmp_path, capsys):
     assert "is not a MicroPython board" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("out", ["", "tree"])
+def test_a_folder_that_is_not_a_bundle_is_never_emptied(tmp_path, capsys, monkeypatch, out):
+    """A bundle replaces its own agent/ and hal/: pointed at a source tree (here a folder
+    with agent/ and hal/ of its own, or "" for the current folder) it refuses, touching
+    nothing."""
+    tree = tmp_path / "tree"
+    for package in ("agent", "hal"):
+        (tree / package).mkdir(parents=True)
+        (tree / package / "mine.py").write_text("work = 1\n")
+    monkeypatch.chdir(tmp_path if out else tree)
+    assert main(["bundle", "--board", UNIX, "--out", out]) == 2
+    assert "--out" in capsys.readouterr().err
+    assert sorted(p.name for p in tree.rglob("*.py")) == ["mine.py", "mine.py"]
+    assert not list(tree.rglob("*.mpy"))
+
+
+def test_a_relative_out_is_filled_and_rebundling_into_it_is_allowed(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    for _ in range(2):              # the second time over its own earlier bundle
+        assert main(["bundle", "--board", UNIX, "--out", "build/unix"]) == 0
+    with open(tmp_path / "build" / "unix" / "manifest.json") as file:
+        files = json.load(file)["files"]
+    assert "agent/evse.mpy" in files
+    assert all((tmp_path / "build" / "unix" / path).is_file() for path in files)
+
+
+def test_a_board_that_does_not_answer_is_one_line_not_a_hang():
+    from tools.bundle import BundleError, _run
+    with pytest.raises(BundleError, match="no answer within"):
+        _run([sys.executable, "-c", "import time; time.sleep(5)"], "/dev/pts/99", timeout=0.3)
+
+
 def test_flash_dry_run_lists_every_copy_then_verify_and_reset(capsys):
     board = os.path.join(ROOT, "boards", "esp32-devkitc.toml")
     assert main(["flash", "--board", board, "--port", "/dev/ttyACM0", "--dry-run"]) == 0

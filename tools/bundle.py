@@ -126,16 +126,36 @@ def romfs_image(folder, packages=PACKAGES):
     return image.finalise()
 
 
+def _output_folder(out):
+    """`out` as an absolute folder that is empty, new, or an earlier bundle: a bundle
+    replaces its own agent/ and hal/, so any other folder (a source tree, a home folder)
+    is refused rather than emptied."""
+    if not out:
+        raise BundleError("--out: give the folder to write the bundle into")
+    out = os.path.abspath(out)
+    if os.path.exists(out):
+        if not os.path.isdir(out):
+            raise BundleError("--out %s: not a folder" % out)
+        if os.listdir(out) and not os.path.exists(os.path.join(out, "manifest.json")):
+            raise BundleError("--out %s: not empty and not an earlier bundle (no "
+                              "manifest.json): refusing to replace its agent/ and hal/" % out)
+    try:
+        os.makedirs(out, exist_ok=True)
+    except OSError as error:
+        raise BundleError("--out %s: %s" % (out, error.strerror or error)) from None
+    return out
+
+
 def bundle(board, out, romfs=False):
     """Write the bundle for a validated board dict into `out`; returns the manifest:
     {"files": what goes on the board's filesystem, "romfs": the modules inside romfs.img
     (with --romfs), sizes, ...}, every entry {"size", "sha256"}."""
     sources = modules(board)
+    out = _output_folder(out)
     for package in PACKAGES:
         shutil.rmtree(os.path.join(out, package), ignore_errors=True)
     if os.path.exists(os.path.join(out, ROMFS_IMAGE)):
         os.remove(os.path.join(out, ROMFS_IMAGE))
-    os.makedirs(out, exist_ok=True)
     compiled = tempfile.mkdtemp(prefix="evse-romfs-") if romfs else out
     try:
         _compile(sources, compiled)
@@ -238,11 +258,23 @@ def _board_hashes(port, paths, resume=False):
     script = HASHES_ON_BOARD % json.dumps(paths)
     if any(path.startswith(ROM) for path in paths):
         script = MOUNT_ROM + script
-    done = subprocess.run(_mpremote(port, "exec", script, resume=resume),
-                          capture_output=True, text=True, timeout=120)
+    done = _run(_mpremote(port, "exec", script, resume=resume), port, timeout=120)
     if done.returncode != 0:
         raise BundleError("mpremote on %s: %s" % (port, (done.stderr or done.stdout).strip()))
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    try:
+        return json.loads(done.stdout.strip().splitlines()[-1])
+    except (ValueError, IndexError):
+        raise BundleError("%s: not a MicroPython board answering (it said %r)" % (
+            port, done.stdout.strip()[-200:])) from None
+
+
+def _run(command, port, timeout, cwd=None):
+    try:
+        return subprocess.run(command, cwd=cwd, capture_output=True, text=True,
+                              timeout=timeout)
+    except subprocess.TimeoutExpired:
+        raise BundleError("%s: no answer within %d s (is a MicroPython board on it, and no "
+                          "other program using it?)" % (port, timeout)) from None
 
 
 def flash(board, port, dry_run=False, out=None, say=print, romfs=False):
@@ -270,8 +302,7 @@ def flash(board, port, dry_run=False, out=None, say=print, romfs=False):
             return 0
         changed, plan = flash_plan(manifest, port, _board_hashes(port, paths, resume), resume)
         for command in plan:
-            done = subprocess.run(command, cwd=out, capture_output=True, text=True,
-                                  timeout=600)
+            done = _run(command, port, timeout=600, cwd=out)
             # mkdir: the folder may exist; rm: verification below says if it is still there
             if done.returncode != 0 and "mkdir" not in command and "rm" not in command:
                 raise BundleError("%s: %s" % (" ".join(command),
@@ -284,7 +315,7 @@ def flash(board, port, dry_run=False, out=None, say=print, romfs=False):
             say("%d of %d files copied, all verified by SHA-256 (the unix port is not "
                 "reset: run main.py)" % (len(changed), total))
         else:
-            subprocess.run(_mpremote(port, "reset"), capture_output=True, timeout=60)
+            _run(_mpremote(port, "reset"), port, timeout=60)
             say("%d of %d files copied, all verified by SHA-256; board reset" % (
                 len(changed), total))
         return len(changed)
