@@ -328,6 +328,10 @@ class Evse:
 
     def target_ma(self):
         """The current the EVSE wants to offer: the smallest of every limit."""
+        if self.has_meter and self.energy_wh is None and self.meter_lost_since is None:
+            # not read even once (booting, or never answered): what flowed now no transaction
+            # could count; the meter's first answer, or its loss (meter_lost), decides
+            return 0
         target = min(self.max_current_ma, self.limit_ma)
         cable = self.pp_ampacity_ma if self.socket else self.cable_max_current_ma
         if cable is not None:

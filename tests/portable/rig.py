@@ -34,7 +34,7 @@ def plateaus(mode, letter, diode_shorted=False, cp_short=False):
 
 class Rig:
     def __init__(self, timing=None, authorizer=None, travel_ms=25, pp_ohms=220, settle_ms=100,
-                 **evse_kw):
+                 meter_online=True, **evse_kw):
         """timing: Params overrides; authorizer: a LocalAuthorizer -> a Station in front;
         pp_ohms: the cable's PP resistor (the board then has a PP input); evse_kw: Evse(...).
         The rig starts at 0 ms with no EV and runs `settle_ms` so the CP is seen as A."""
@@ -62,7 +62,7 @@ class Rig:
         self.rcd = None              # latched trip flag: None, "ac", "dc"
         self.residual = False        # residual current still there: a reset fails
         self.selftest_ok = True
-        self.meter_online = True
+        self.meter_online = meter_online
         self.current_ma = 0
         self.energy_wh = 0
         self.next_meter = 0

@@ -79,3 +79,30 @@ def test_an_energy_register_that_goes_backwards_is_held_at_the_last_good_value()
     assert r.evse.meter.energy_import_wh == 5000        # what MeterValues will report
     assert r.evse.meter.current_ma == (31000, 0, 0)     # the rest of the reading stands
     assert any("went backwards" in e[2] for e in r.events_of("info"))
+
+
+def test_nothing_is_offered_before_the_meter_first_answers():
+    """Energy that flowed before the first reading is in no transaction (its meterStart is a
+    reading): until the meter answers, the session waits as suspended by the EVSE."""
+    r = Rig(meter_online=False)
+    r.plug()
+    r.advance(100)
+    r.authorize()
+    r.ev_ready()
+    r.advance(2000)
+    assert r.session == "suspended_evse" and r.pilot[0] == "x1" and not r.contactor
+    r.meter_online = True                   # the meter's first answer
+    r.advance(1000)
+    assert r.session == "charging" and r.contactor
+    assert [e[2] for e in r.events_of("session_energy_start")] == [0]
+
+
+def test_a_meter_that_never_answers_is_lost_and_no_current_was_offered():
+    r = Rig(meter_online=False)
+    r.plug()
+    r.advance(100)
+    r.authorize()
+    r.ev_ready()
+    r.advance(10000)
+    assert r.evse.faults.codes() == ["meter_lost"]
+    assert r.log("contactor") == [] and all(mode != "pwm" for _, mode, _ in r.pilot_log())
