@@ -74,7 +74,7 @@ def test_sim_board_normalises_to_integers():
         "unix": {"tag": None, "plug_after": 1000, "charge": 30000, "ev_current": 16000},
         "mcu": {"port": None, "poll": 0, "watchdog_ms": None, "adc_reference_mv": None,
                 "pilot_settle_us": None, "pilot_periods": None, "meter_uart": None,
-                "meter_tx": None, "meter_rx": None, "meter_de": None},
+                "meter_tx": None, "meter_rx": None, "meter_de": None, "reserved_pins": None},
         "connectors": [{"id": 1, "type": "socket", "max_current": 32000,
                         "cable_max_current": None, "phases": 3, "ventilation": False,
                         "contactor_feedback": True, "lock_feedback": True, "state_e": False}],
@@ -481,3 +481,184 @@ def test_a_modbus_meter_on_a_real_board_needs_a_link(tmp_path):
                                  'model = "sdm630"\nserial = "/dev/ttyUSB0"\nbaud = 9600'))
     board = boardfile.load(str(path))
     assert (board["meter"]["serial"], board["meter"]["baud"]) == ("/dev/ttyUSB0", 9600)
+
+
+# ------------------------------------------------------------------------------ pins
+
+BOARDS = os.path.join(ROOT, "boards")
+BOARD_WIDE_PINS = ("meter_tx", "meter_rx", "meter_de")
+
+
+def with_pin(tmp_path, board, key, value):
+    """A bundled board with one pin key set to `value` (as TOML): (path, text). The last
+    `key = ` line is the pin's: [connectors.*] come after [[connectors]], whose
+    `contactor_feedback = true` shares a pin key's name."""
+    text = open(os.path.join(BOARDS, board + ".toml")).read()
+    last = list(re.finditer(r"(?m)^%s = .*$" % key, text))[-1]
+    text = text[:last.start()] + "%s = %s" % (key, value) + text[last.end():]
+    return write(tmp_path, text), text
+
+
+def pin_line(text, key):
+    return [n for n, line in enumerate(text.splitlines(), 1) if line.startswith(key + " = ")][-1]
+
+
+def pin_name(board, key):
+    """How a problem names a pin key of a bundled board."""
+    if key in BOARD_WIDE_PINS:
+        return "mcu." + key
+    return "connectors.0.%s.%s" % ("linux" if board.startswith("rpi") else "mcu", key)
+
+
+@pytest.mark.parametrize("path", sorted(os.path.join(BOARDS, name) for name in
+                                        os.listdir(BOARDS) if name.endswith(".toml")))
+def test_every_bundled_board_loads(path):
+    assert boardfile.load(path)["connectors"]
+
+
+# (board, key changed, its new value, the key the problem is reported at, the key it names,
+#  the pin): the problem is at the later of the two keys in the file
+SHARED_PINS = [
+    ("rpi-pilot-hat", "lock", '"gpio17"', "lock", "contactor", "gpio17"),
+    ("rpi-pilot-hat", "rcd_test", '"!gpio27"', "rcd_test", "contactor_feedback", "gpio27"),
+    ("rpi-pilot-hat", "pp_adc", '"iio:device0/in_voltage0"', "pp_adc", "pilot_adc_high",
+     "iio:device0/in_voltage0"),
+    ("esp32-devkitc", "lock", "27", "lock", "contactor", "GPIO27"),
+    ("esp32-devkitc", "meter_de", "25", "pilot_pwm", "meter_de", "GPIO25"),
+    ("esp32-devkitc", "contactor", "34", "rcd_trip", "contactor", "GPIO34"),
+    ("rp2040-pico", "meter_tx", "16", "pilot_pwm", "meter_tx", "GPIO16"),
+    ("rp2040-pico", "pilot_adc", "5", "pilot_adc", "meter_rx", "GPIO5"),
+    ("rp2040-pico", "lock_feedback", '"18"', "lock_feedback", "contactor_feedback", "GPIO18"),
+]
+
+
+@pytest.mark.parametrize("board, key, value, reported, named, pin", SHARED_PINS,
+                         ids=["%s-%s=%s" % case[:3] for case in SHARED_PINS])
+def test_a_pin_used_by_two_keys_is_refused_naming_both(tmp_path, board, key, value, reported,
+                                                       named, pin):
+    """A lock on the contactor's coil closes the contactor when the plug locks: a pin serves
+    one key of the board only, a spelling ("!gpio27", "!18+up") making no new pin."""
+    path, text = with_pin(tmp_path, board, key, value)
+    _, problems = problems_of(tmp_path, text)
+    assert "%s:%d: %s: %s is already %s (line %d); a pin serves one key only" % (
+        path, pin_line(text, reported), pin_name(board, reported), pin, pin_name(board, named),
+        pin_line(text, named)) in problems, problems
+
+
+ESP32_ALL = "no such pin: the ESP32 has GPIO0-19, 21-23, 25-27, 32-39"
+ESP32_ADC1 = "not on ADC1: an ADC input must be GPIO32-39, as ADC2 cannot be read while " \
+    "Wi-Fi is on"
+PICO_KEEPS = "the board keeps it for itself (on a Pico SMPS mode, VBUS sense, LED and " \
+    "VSYS/3; on a Pico W the Wi-Fi chip); [mcu] reserved_pins says which pins a board keeps"
+UNUSABLE_PINS = [
+    ("esp32-devkitc", "pilot_adc", "99", "GPIO99: " + ESP32_ALL),
+    ("esp32-devkitc", "lock", "24", "GPIO24: " + ESP32_ALL),
+    ("esp32-devkitc", "contactor", "34", "GPIO34: input only (GPIO34-39), it cannot be driven"),
+    ("esp32-devkitc", "meter_tx", "39", "GPIO39: input only (GPIO34-39), it cannot be driven"),
+    ("esp32-devkitc", "pilot_adc", "4", "GPIO4: " + ESP32_ADC1),
+    ("esp32-devkitc", "pp_adc", "27", "GPIO27: " + ESP32_ADC1),
+    ("esp32-devkitc", "lock", "8", "GPIO8: wired to the module's SPI flash (GPIO6-11)"),
+    ("esp32-devkitc", "lock_feedback", '"!35+up"', "GPIO35: has no internal pull resistor "
+     "(GPIO34-39): fit one on the board and drop the +up/+down"),
+    ("esp32-devkitc", "lock", "1", "GPIO1: the board keeps it for itself (UART0, the REPL and "
+     "boot log); [mcu] reserved_pins says which pins a board keeps"),
+    ("rp2040-pico", "pilot_adc", "5", "GPIO5: not an ADC pin: the RP2040's ADC inputs are "
+     "GPIO26-29"),
+    ("rp2040-pico", "pilot_pwm", "45", "GPIO45: no such pin: the RP2040 has GPIO0-29"),
+    ("rp2040-pico", "pilot_adc", "29", "GPIO29: " + PICO_KEEPS),
+    ("rp2040-pico", "lock", "25", "GPIO25: " + PICO_KEEPS),
+    ("rp2040-pico", "pilot_pwm", '"!16"', "'!16': an active-low mark means nothing on a PWM "
+     "output"),
+    ("rp2040-pico", "pp_adc", '"!27"', "'!27': an active-low mark means nothing on an ADC "
+     "input"),
+    ("rp2040-pico", "lock", '"21+up"', "'21+up': a pull-up means nothing on an output"),
+    ("rp2040-pico", "meter_rx", '"5+down"', "'5+down': a pull-down means nothing on a UART RX"),
+]
+
+
+@pytest.mark.parametrize("board, key, value, problem", UNUSABLE_PINS,
+                         ids=["%s-%s=%s" % case[:3] for case in UNUSABLE_PINS])
+def test_a_pin_the_port_cannot_use_for_its_key_is_refused(tmp_path, board, key, value,
+                                                          problem):
+    """Per port, from the datasheets (tools/boardfile.py MCU_PORT_RULES, MODULE_PINS), and a
+    mark the key's driver would ignore or refuse only on the board."""
+    path, text = with_pin(tmp_path, board, key, value)
+    _, problems = problems_of(tmp_path, text)
+    assert "%s:%d: %s: %s" % (path, pin_line(text, key), pin_name(board, key), problem) \
+        in problems, problems
+
+
+def test_gpio29_is_an_adc_input_on_a_board_that_keeps_it_free(tmp_path):
+    """A Pico reads VSYS/3 on GPIO29; a board of its own around an RP2040 wires it out as ADC3
+    and says so."""
+    _, text = with_pin(tmp_path, "rp2040-pico", "pilot_adc", "29")
+    text = text.replace('port = "rp2"\n', 'port = "rp2"\nreserved_pins = [23, 24, 25]\n')
+    board = boardfile.load(write(tmp_path, text))
+    assert (board["connectors"][0]["mcu"]["pilot_adc"], board["mcu"]["reserved_pins"]) == \
+        (29, [23, 24, 25])
+    # a bad list is a problem of its own, and the Pico's pins stay kept meanwhile
+    text = text.replace("[23, 24, 25]", '"29"')
+    path, problems = problems_of(tmp_path, text)
+    assert problems == [
+        "%s:%d: mcu.reserved_pins: must be a list of GPIO numbers, e.g. [23, 24, 25], got "
+        "'29'" % (path, pin_line(text, "reserved_pins")),
+        "%s:%d: connectors.0.mcu.pilot_adc: GPIO29: %s" % (path, pin_line(text, "pilot_adc"),
+                                                          PICO_KEEPS)]
+
+
+def test_connectors_do_not_share_a_pin(tmp_path):
+    """Each AC charging point needs its own RCD (spec/standards.md §3.1): a second connector
+    wired to the first one's trip output is refused; with its own it loads."""
+    second = '''
+[[connectors]]
+id = 2
+max_current = "32A"
+
+[connectors.linux]
+pilot_pwm = "pwmchip0/pwm1"
+pilot_adc_high = "iio:device1/in_voltage0"
+pilot_adc_low = "iio:device1/in_voltage1"
+pilot_calibration = [[0, -12000], [3300, 12000]]
+contactor = "gpio5"
+contactor_feedback = "gpio6"
+rcd_trip = "!gpio22"
+lock = "gpio16"
+lock_feedback = "gpio19"
+pp_adc = "iio:device1/in_voltage2"
+'''
+    text = open(os.path.join(BOARDS, "rpi-pilot-hat.toml")).read() + second
+    path, problem = only_problem(tmp_path, text)
+    assert problem == "%s:%d: connectors.1.linux.rcd_trip: gpio22 is already " \
+        "connectors.0.linux.rcd_trip (line %d); a pin serves one key only" % (
+            path, pin_line(text, "rcd_trip"), pin_line(text[:-len(second)], "rcd_trip"))
+    board = boardfile.load(write(tmp_path, text.replace('"!gpio22"\nlock = "gpio16"',
+                                                        '"!gpio26"\nlock = "gpio16"')))
+    assert [c["linux"]["rcd_trip"] for c in board["connectors"]] == ["!gpio22", "!gpio26"]
+
+
+def test_evse_bundle_refuses_a_board_with_a_shared_pin(tmp_path, capsys):
+    from tools.cli import main
+    path, _ = with_pin(tmp_path, "esp32-devkitc", "lock", "27")
+    out = tmp_path / "out"
+    assert main(["bundle", "--board", path, "--out", str(out)]) == 2
+    assert "connectors.0.mcu.lock: GPIO27 is already connectors.0.mcu.contactor" in \
+        capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_every_microcontroller_pin_key_has_a_role():
+    pin_keys = {key for key, check, _ in boardfile.MCU_PINS if check is boardfile._mcu_pin} | \
+        {key for _, key, check, _ in boardfile.TOP if check is boardfile._mcu_pin}
+    assert set(boardfile.MCU_PIN_ROLES) == pin_keys
+    assert set(boardfile.MCU_PIN_ROLES.values()) == set(boardfile.ROLE_MARKS)
+
+
+@pytest.mark.parametrize("port", sorted(boardfile.MCU_PORT_RULES))
+def test_port_rules_name_pins_the_port_has(port):
+    """The first rule of a port is its GPIO list; every other rule and the module's pins are
+    pins of that list, or a typo in the table would let a wrong pin through."""
+    (_, gpio, must_be_one, _), *rules = boardfile.MCU_PORT_RULES[port]
+    assert must_be_one
+    for _, pins, _, why in rules:
+        assert set(pins) <= set(gpio), why
+    assert set(boardfile.MODULE_PINS[port][0]) <= set(gpio)

@@ -117,6 +117,13 @@ def _mcu_pin(value):
     return value
 
 
+def _pin_numbers(value):
+    if not isinstance(value, list) or not all(isinstance(n, int) and not isinstance(n, bool)
+                                              and 0 <= n <= 63 for n in value):
+        raise ValueError("must be a list of GPIO numbers, e.g. [23, 24, 25], got %r" % (value,))
+    return value
+
+
 def _id_tags(value):
     if not isinstance(value, list) or not all(isinstance(t, str) and 0 < len(t) <= 20
                                               for t in value):
@@ -170,6 +177,7 @@ TOP = (
     ("mcu", "meter_tx", _mcu_pin, None),
     ("mcu", "meter_rx", _mcu_pin, None),
     ("mcu", "meter_de", _mcu_pin, None),
+    ("mcu", "reserved_pins", _pin_numbers, None),   # absent: the port's MODULE_PINS
     ("ocpp", "csms", _url, None),
     ("ocpp", "id", _string(48), None),
     ("ocpp", "auth_key", _string(40), None),
@@ -251,6 +259,73 @@ PIN_NEEDS = (
     ("type", "socket", "pp_adc", "a socket reads the cable's PP resistor"),
 )
 
+# -- which pins can do what ------------------------------------------------------------------
+#
+# One pin, one key, across [mcu] and every connector, with no exception: two outputs on one pin
+# switch together (a lock that closes the contactor); two inputs on one pin read one signal as
+# two facts (the contactor's mirror contact taken for the RCD's test input); an ADC channel read
+# for two purposes reads one divider's voltage as two; and connectors may not share an RCD
+# either, as each AC charging point needs its own (IEC 61851-1:2017 §8.5, spec/standards.md
+# §3.1). A pin is named by what its driver opens: "!gpio17" and "gpio17" are one line.
+
+OUTPUT, INPUT, PWM_OUTPUT, ADC_INPUT, UART_TX, UART_RX = (
+    "an output", "an input", "a PWM output", "an ADC input", "a UART TX", "a UART RX")
+# what each microcontroller pin key does with its pin (hal/mp_drivers.py, hal/mp_pilot_*.py)
+MCU_PIN_ROLES = {
+    "meter_tx": UART_TX, "meter_rx": UART_RX, "meter_de": OUTPUT,            # [mcu]
+    "pilot_pwm": PWM_OUTPUT, "pilot_adc": ADC_INPUT, "pilot_sense": INPUT,  # [connectors.mcu]
+    "contactor": OUTPUT, "contactor_feedback": INPUT,
+    "rcd_trip": INPUT, "rcd_test": OUTPUT, "rcd_reset": OUTPUT,
+    "lock": OUTPUT, "lock_unlock": OUTPUT, "lock_feedback": INPUT,
+    "pp_adc": ADC_INPUT,
+}
+# the pin marks each role's driver honours: machine.UART, the PWM and the ADCs take the bare
+# pin (plain_pin_id() refuses "!" there, but only once on the board), and an output has no
+# use for a pull resistor
+ROLE_MARKS = {OUTPUT: ("!",), INPUT: ("!", "+up", "+down"), PWM_OUTPUT: (), ADC_INPUT: (),
+              UART_TX: (), UART_RX: ()}
+MARK_NAMES = {"!": "an active-low mark", "+up": "a pull-up", "+down": "a pull-down"}
+DRIVEN = frozenset((OUTPUT, PWM_OUTPUT, UART_TX))
+ANY_ROLE = frozenset(ROLE_MARKS)
+PULLED = "pulled"               # a use with "+up"/"+down", for the rules about pull resistors
+
+ESP32_GPIO = frozenset(list(range(0, 20)) + [21, 22, 23, 25, 26, 27] + list(range(32, 40)))
+# port -> (which uses the rule is about, pins, True: the pin must be one of them / False: must
+# not, the problem otherwise); the first rule a pin breaks is the one reported
+MCU_PORT_RULES = {
+    # ESP32 Series Datasheet (pin description, ADC) and ESP-IDF's GPIO summary: 34 GPIO pads,
+    # GPIO0-19, 21-23, 25-27, 32-39; GPIO6-11 carry the module's SPI flash; GPIO34-39 are input
+    # only, without pull resistors; ADC2 cannot be used while Wi-Fi is on, so an ADC input must
+    # be on ADC1, GPIO32-39 (boards/esp32-devkitc.toml says so too). The original ESP32 only:
+    # MicroPython's esp32 port also runs the S2/S3/C3, whose pins would need rows of their own.
+    "esp32": (
+        (ANY_ROLE, ESP32_GPIO, True, "no such pin: the ESP32 has GPIO0-19, 21-23, 25-27, 32-39"),
+        (ANY_ROLE, range(6, 12), False, "wired to the module's SPI flash (GPIO6-11)"),
+        (DRIVEN, range(34, 40), False, "input only (GPIO34-39), it cannot be driven"),
+        ({PULLED}, range(34, 40), False, "has no internal pull resistor (GPIO34-39): fit one "
+                                         "on the board and drop the +up/+down"),
+        ({ADC_INPUT}, range(32, 40), True, "not on ADC1: an ADC input must be GPIO32-39, as "
+                                           "ADC2 cannot be read while Wi-Fi is on"),
+    ),
+    # RP2040 datasheet §1.4.3 (GPIO0-29) and §4.9 (ADC inputs 0-3 are GPIO26-29)
+    "rp2": (
+        (ANY_ROLE, range(0, 30), True, "no such pin: the RP2040 has GPIO0-29"),
+        ({ADC_INPUT}, range(26, 30), True, "not an ADC pin: the RP2040's ADC inputs are "
+                                           "GPIO26-29"),
+    ),
+}
+# port -> (pins the module around the chip uses itself, what for): refused unless the board
+# says otherwise with [mcu] reserved_pins (a custom RP2040 board with GPIO29 wired out as
+# ADC3 says reserved_pins = []; an ESP32-WROVER [1, 3, 16, 17], its PSRAM on 16 and 17)
+MODULE_PINS = {
+    # ESP32 DevKitC: UART0 is the REPL `evse flash` talks through, and GPIO1 sends the boot log
+    "esp32": ((1, 3), "UART0, the REPL and boot log"),
+    # Pico datasheet (pinout): GPIO23 SMPS mode, 24 VBUS sense, 25 LED, 29 VSYS/3 on ADC3;
+    # Pico W datasheet: the same four drive and read the Wi-Fi chip
+    "rp2": ((23, 24, 25, 29), "on a Pico SMPS mode, VBUS sense, LED and VSYS/3; on a Pico W "
+                              "the Wi-Fi chip"),
+}
+
 
 class BoardError(Exception):
     def __init__(self, problems):
@@ -284,6 +359,14 @@ def _key_lines(text):
     return lines
 
 
+def _dotted(table, key, index=None):
+    """How problems name a key: `connectors.0.mcu.lock` is `lock` in the first connector's
+    [connectors.mcu]."""
+    parent, _, child = table.partition(".")
+    return (parent + "." if parent else "") + ("%d." % index if index is not None else "") + \
+        (child + "." if child else "") + key
+
+
 def load(path):
     """Load and validate a board file; raises BoardError listing every problem."""
     with open(path, "rb") as file:
@@ -305,12 +388,11 @@ def validate(document, path="<board>", key_lines=None):
     problems = []
     board = {"path": path}
 
+    def line_of(table, key, index=None):
+        return key_lines.get((table, index, key)) or key_lines.get((table, index, "")) or 1
+
     def where(table, key, index=None):
-        line = key_lines.get((table, index, key)) or key_lines.get((table, index, "")) or 1
-        parent, _, child = table.partition(".")
-        name = (parent + "." if parent else "") + ("%d." % index if index is not None else "") + \
-            (child + "." if child else "")
-        return "%s:%d: %s%s" % (path, line, name, key)
+        return "%s:%d: %s" % (path, line_of(table, key, index), _dotted(table, key, index))
 
     top_keys = {key for table, key, _, _ in TOP if table == ""}
     for name in list(document):
@@ -393,6 +475,7 @@ def validate(document, path="<board>", key_lines=None):
             connector["cable_max_current"] = connector.get("max_current")
         board["connectors"].append(connector)
     _meter_checks(document.get("meter", {}), board, where, key_lines, path, problems)
+    _pin_checks(board, where, line_of, problems)
     if board.get("hal") == "micropython":
         mcu = board.get("mcu", {})
         if mcu.get("port") is None:
@@ -506,6 +589,85 @@ def _pins(section, table, schema, connector, index, where, problems):
             problems.append("%s: missing (%s)" % (where("connectors." + table, pin, index),
                                                   why))
     return pins
+
+
+def _linux_device(name):
+    """The device a [connectors.linux] name opens: "!gpio017" is the line gpio17."""
+    gpio = linux_names.GPIO_NAME.match(name)
+    return "gpio%d" % int(gpio.group(2)) if gpio else name
+
+
+def _mcu_gpio(spec):
+    """The pin a [mcu] or [connectors.mcu] spec opens: "!17+up" is GPIO17."""
+    from hal.mp_pilot import parse_pin
+    pin_id = parse_pin(spec)[0]
+    return "GPIO%d" % pin_id if isinstance(pin_id, int) else "pin %r" % pin_id
+
+
+def _port_rules(mcu):
+    """The port's MCU_PORT_RULES, then its module's pins: MODULE_PINS, or the board's own."""
+    port = mcu.get("port")
+    if port not in MCU_PORT_RULES:
+        return ()
+    reserved, why = MODULE_PINS[port]
+    if mcu.get("reserved_pins") is not None:
+        reserved, why = mcu["reserved_pins"], "[mcu] reserved_pins"
+    return MCU_PORT_RULES[port] + (
+        (ANY_ROLE, reserved, False, "the board keeps it for itself (%s); [mcu] reserved_pins "
+                                    "says which pins a board keeps" % why),)
+
+
+def _mcu_pin_problem(mcu, key, spec):
+    """Why the pin `spec` cannot do what `key` asks of it on this port, or None."""
+    from hal.mp_pilot import parse_pin
+    role = MCU_PIN_ROLES[key]
+    pin_id, active_low, pull = parse_pin(spec)
+    for mark in [m for m, present in (("!", active_low), ("+%s" % pull, pull)) if present]:
+        if mark not in ROLE_MARKS[role]:
+            return "%r: %s means nothing on %s" % (spec, MARK_NAMES[mark], role)
+    if not isinstance(pin_id, int):
+        return None             # a name machine.Pin resolves on the board ("LED")
+    use = {role, PULLED} if pull else {role}
+    for applies, pins, must_be_one, why in _port_rules(mcu):
+        if use & applies and (pin_id in pins) != must_be_one:
+            return "GPIO%d: %s" % (pin_id, why)
+    return None
+
+
+LINUX_PIN_KEYS = frozenset(key for key, check, _ in LINUX_PINS if check in (PWM, GPIO, IIO))
+# hal -> (the table a connector's pins are in, which also holds the board-wide ones, the keys
+# that name a pin, the pin a value opens, what is wrong with a pin for its key or None)
+WIRING = {
+    "linux": ("linux", LINUX_PIN_KEYS, _linux_device, lambda board_wide, key, value: None),
+    "micropython": ("mcu", MCU_PIN_ROLES, _mcu_gpio, _mcu_pin_problem),
+}
+
+
+def _pin_checks(board, where, line_of, problems):
+    """Every pin serves one key of the board only, and can do what that key asks of it."""
+    if board.get("hal") not in WIRING:
+        return
+    table, pin_keys, pin_of, pin_problem = WIRING[board["hal"]]
+    board_wide = board.get(table) or {}
+    sections = [(table, None, board_wide)] + [
+        ("connectors." + table, index, connector.get(table) or {})
+        for index, connector in enumerate(board["connectors"])]
+    # in file order, so a conflict is reported at the later of the two keys
+    uses = sorted([(line_of(name, key, index), name, index, key, value)
+                   for name, index, section in sections
+                   for key, value in section.items() if key in pin_keys and value is not None],
+                  key=lambda use: use[0])
+    first_use = {}
+    for line, name, index, key, value in uses:
+        problem = pin_problem(board_wide, key, value)
+        if problem:
+            problems.append("%s: %s" % (where(name, key, index), problem))
+        pin = pin_of(value)
+        if pin in first_use:
+            problems.append("%s: %s is already %s (line %d); a pin serves one key only" % (
+                where(name, key, index), pin, _dotted(*first_use[pin][1:]), first_use[pin][0]))
+        else:
+            first_use[pin] = (line, name, key, index)
 
 
 def find(name_or_path):
