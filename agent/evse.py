@@ -250,6 +250,7 @@ class Evse:
         self.energy_start_wh = None
         self.energy_stop_wh = None
         self.stop_pending = None        # (reason, since ms): the stop reading is awaited
+        self.energy_read_ms = None      # when energy_wh was read
         self.has_charged = False
         self.wakeup_done = False
         self.pending_tag = None
@@ -477,6 +478,8 @@ class Evse:
         if sample.power_w is not None:
             self.estimate_power_w = max(0, sample.power_w)
         taken = now if sample.timestamp_ms is None else sample.timestamp_ms
+        if energy is not None:
+            self.energy_read_ms = taken
         pending = self.stop_pending
         if pending is not None and pending[1] is not None and taken >= pending[1]:
             self._report_stop(pending[0])

@@ -66,6 +66,7 @@ DEFAULT_RETRY_MS = 60000         # Pending/Rejected boot without an interval
 STOP_TX_DATA_MAX = 8
 UNLOCK_CHECK_MS = 100            # how often a pending UnlockConnector looks at the lock
 UNLOCK_MARGIN_MS = 1000          # beyond the lock's own feedback deadline
+POWER_LOSS_CHECK_MS = 100        # how often a recovered transaction looks for a reading
 
 # measurand -> (unit, phased, how to read it from (evse, sample)) in milli-units for A/V
 MEASURANDS = {
@@ -148,6 +149,9 @@ class ChargePoint16:
         self._auth_cache = self._load_auth_cache()
         self._remote_tags = {}          # tag -> connector, for AuthorizeRemoteTxRequests
         self._unlocks = {}              # UnlockConnector id -> (connector, deadline)
+        self._power_lost = {}           # tx key -> open_tx entry awaiting a reading (_recover)
+        self._power_lost_deadline = None
+        self._open_since = {}           # tx key -> since when its contactor has been open
         self._reset_kind = None         # a Reset waiting for the sessions' Stops
         self.sent_counts = {}
         self.received_counts = {}
@@ -459,6 +463,7 @@ class ChargePoint16:
             return
         timestamp = timestamp or self.timestamp(now)
         meter_start = meter_start or 0
+        self._settle_power_loss(now)    # the cut transaction's Stop goes before this Start
         key = self._new_tx_key()
         # write order against kill -9: the open transaction first, then its Start (a crash
         # between the two leaves a PowerLoss Stop with no Start, which is dropped harmlessly)
@@ -507,7 +512,7 @@ class ChargePoint16:
     def _save_open(self):
         if self.storage is None:
             return
-        state = {}
+        state = dict(self._power_lost)     # closed once their meter has answered
         for connector_id, tx in self._tx.items():
             state[tx["key"]] = {"connector": connector_id, "tag": tx["tag"],
                                 "transaction_id": tx["transaction_id"],
@@ -517,7 +522,12 @@ class ChargePoint16:
 
     def _recover(self):
         """After a reboot: a transaction still open in storage was cut by a power loss;
-        close it with reason PowerLoss, the last energy and the time it was last seen."""
+        close it with reason PowerLoss at the time it was last seen. Its meterStop is the
+        meter's first reading after the boot taken with the contactor open (after a crash
+        rather than a power cut the contactor may still be closed at boot): the last reading
+        stored (one a MeterValueSampleInterval) would leave out what flowed after it. A
+        meter that does not answer within meter_timeout_ms leaves the stored one. Until
+        then it stays in open_tx, so a second power loss loses nothing."""
         if self.storage is None:
             return
         raw = self.storage.read("open_tx")
@@ -534,14 +544,54 @@ class ChargePoint16:
                 evse.ended_before_reboot = True
             if key in pending_stops:
                 continue
-            payload = {"meterStop": last["wh"], "timestamp": last["time"],
-                       "reason": "PowerLoss", "idTag": last["tag"]}
-            if last.get("data"):
-                payload["transactionData"] = last["data"]
-            self.journal.append({"action": "StopTransaction", "tx": key, "attempts": 0,
-                                 "transaction_id": last["transaction_id"],
-                                 "payload": payload})
-        self.storage.write("open_tx", b"{}")
+            if evse is not None and evse.has_meter:
+                self._power_lost[key] = last
+            else:
+                self._journal_power_loss(key, last, None)
+        self._save_open()
+        if self._power_lost:
+            self._timers["power_loss"] = 0      # the first poll sets the deadline
+
+    def _journal_power_loss(self, key, last, reading):
+        payload = {"meterStop": last["wh"] if reading is None else max(reading, last["wh"]),
+                   "timestamp": last["time"], "reason": "PowerLoss", "idTag": last["tag"]}
+        if last.get("data"):
+            payload["transactionData"] = last["data"]
+        self.journal.append({"action": "StopTransaction", "tx": key, "attempts": 0,
+                             "transaction_id": last["transaction_id"], "payload": payload})
+
+    def _settle_power_loss(self, now, give_up=False):
+        """Close each transaction cut by a power loss whose meter has answered since the
+        boot (or, giving up, with the last reading stored)."""
+        settled = False
+        for key in sorted(self._power_lost):
+            last = self._power_lost[key]
+            evse = self.station.evses[last["connector"]]
+            if evse.contactor_closed or evse.feedback_closed:
+                self._open_since.pop(key, None)
+            elif key not in self._open_since:
+                self._open_since[key] = now
+            open_since = self._open_since.get(key)
+            read = evse.energy_read_ms
+            fresh = open_since is not None and read is not None and read >= open_since
+            if not fresh and not give_up:
+                continue
+            del self._power_lost[key]
+            self._open_since.pop(key, None)
+            self._journal_power_loss(key, last, evse.energy_wh if fresh else None)
+            settled = True
+        if settled:
+            self._save_open()
+            self._pump_journal(now)
+
+    def _timer_power_loss(self, now, name):
+        if self._power_lost_deadline is None:
+            self._power_lost_deadline = now + max(
+                e.params.meter_timeout_ms for e in self.station.evses.values())
+        self._settle_power_loss(now, give_up=now >= self._power_lost_deadline)
+        if self._power_lost:
+            self._timers["power_loss"] = min(self._power_lost_deadline,
+                                             now + POWER_LOSS_CHECK_MS)
 
     def _pump_journal(self, now):
         """Feed the oldest pending transaction message to the RPC layer, one at a time."""
@@ -644,21 +694,25 @@ class ChargePoint16:
             return None
         return {"timestamp": self.timestamp(now), "sampledValue": sampled}
 
-    def _send_meter_values(self, now, evse, context, measurands, trigger=False):
+    def _send_meter_values(self, now, evse, context, measurands, trigger=False, dirty=False):
         """Transaction samples go through the journal; a triggered one is answered at once
-        (it may leave even while the boot is pending). True if the open transaction's record
-        changed (the caller saves it, once for everything a timer did)."""
+        (it may leave even while the boot is pending). The open transaction's record is saved
+        before its sample is journaled (kill -9: open_tx never holds less energy than a
+        journaled MeterValues), also if the caller changed it (`dirty`); True if saved."""
         value = self._meter_value(now, evse, context, measurands)
         if value is None:
             return False
         payload = {"connectorId": evse.connector_id, "meterValue": [value]}
         tx = self._tx.get(evse.connector_id)
         if tx is not None and not trigger:
+            saved = self._note_energy(tx, value) or dirty
+            if saved:
+                self._save_open()
             self.journal.append({"action": "MeterValues", "tx": tx["key"], "attempts": 0,
                                  "payload": payload,
                                  "transaction_id": tx["transaction_id"]})
             self._pump_journal(now)
-            return self._note_energy(tx, value)
+            return saved
         else:
             if tx is not None and tx["transaction_id"] is not None:
                 payload["transactionId"] = tx["transaction_id"]
@@ -701,9 +755,10 @@ class ChargePoint16:
         tx = self._tx.get(connector_id)
         if evse is None or tx is None:
             return
-        sent = self._send_meter_values(now, evse, "Sample.Periodic",
-                                       self.config.get("MeterValuesSampledData"))
-        if self._keep_for_stop(now, evse, tx, "Sample.Periodic", "StopTxnSampledData") or sent:
+        kept = self._keep_for_stop(now, evse, tx, "Sample.Periodic", "StopTxnSampledData")
+        if not self._send_meter_values(now, evse, "Sample.Periodic",
+                                       self.config.get("MeterValuesSampledData"),
+                                       dirty=kept) and kept:
             self._save_open()
         self._arm_sampling(now, connector_id)
 
@@ -714,17 +769,14 @@ class ChargePoint16:
             self._timers["aligned"] = now + (interval - wall % interval)
 
     def _timer_aligned(self, now, name):
-        changed = False
         for evse in self.station.evses.values():
-            changed = self._send_meter_values(now, evse, "Sample.Clock",
-                                              self.config.get("MeterValuesAlignedData")) \
-                or changed
             tx = self._tx.get(evse.connector_id)
-            if tx is not None:
-                changed = self._keep_for_stop(now, evse, tx, "Sample.Clock",
-                                              "StopTxnAlignedData") or changed
-        if changed:
-            self._save_open()
+            kept = tx is not None and self._keep_for_stop(now, evse, tx, "Sample.Clock",
+                                                          "StopTxnAlignedData")
+            if not self._send_meter_values(now, evse, "Sample.Clock",
+                                           self.config.get("MeterValuesAlignedData"),
+                                           dirty=kept) and kept:
+                self._save_open()
         self._arm_aligned(now + 1)
 
     # ------------------------------------------------------------------ boot, heartbeat

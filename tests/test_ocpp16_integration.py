@@ -695,18 +695,23 @@ def test_power_loss_during_transaction_closes_it_with_power_loss():
     """E7 booting.py::test_stop_pending_transactions, DESIGN.md §6 ('a transaction cut by power
     loss is closed with reason PowerLoss'), TC_032_CS: the agent restarts mid-transaction
     without any warning (same hardware, same persistent storage); after the new boot it sends
-    StopTransaction(reason PowerLoss) for the open transaction, with the last energy the
-    journal holds."""
+    StopTransaction(reason PowerLoss) for the open transaction. Its meterStop is the meter's
+    first reading after the boot (its register holds what flowed up to the cut, after the
+    last MeterValues), stamped with the time the transaction was last seen."""
+    cut = {}
+
     async def operator(sim, csms):
         tx = await started_tx(csms)
         await wait_calls(csms, "MeterValues", 2)
         await asyncio.sleep(5)
+        cut["wh"] = sim.world.connectors[1].meter.import_wms // 3600000
         await sim.reboot("Hard")            # the power cut: no Reset, no graceful stop
         await booted(csms, boots=2)
         try:
             await wait_calls(csms, "StopTransaction", timeout=60)
         except asyncio.TimeoutError:
             pass
+        cut["after"] = sim.world.connectors[1].meter.import_wms // 3600000
         return tx
 
     run = simulate("""
@@ -720,7 +725,10 @@ def test_power_loss_during_transaction_closes_it_with_power_loss():
     assert stops[0]["transactionId"] == tx_id
     assert stops[0]["reason"] == "PowerLoss"
     values = csms.station(CP).transactions[tx_id]["meter_values"]
-    assert stops[0]["meterStop"] == energy_register(values[-1])
+    assert energy_register(values[-1]) + 20 < cut["wh"]        # 5 s at 22 kW after it
+    # (reboot() lets half a second pass before the cut; nothing flows after the boot)
+    assert cut["wh"] <= stops[0]["meterStop"] == cut["after"]
+    assert stops[0]["timestamp"] == values[-1]["timestamp"]
 
 
 # ------------------------------------------------------------------------------ 8. configuration

@@ -119,3 +119,45 @@ def test_minimum_status_duration_skips_short_statuses():
     bench.answer(13000)
     statuses = [s["status"] for s in bench.actions("StatusNotification")[before:]]
     assert statuses == ["Unavailable"]
+
+
+def charging_then_power_cut(storage, reading_wh=4000):
+    """A transaction open in `storage`, its last stored energy `reading_wh`."""
+    bench = Bench(storage)
+    evse = bench.evse
+    evse.meter_sample(100, MeterSample(energy_import_wh=reading_wh, current_ma=(0, 0, 0)))
+    evse.session_active = True
+    bench.cp.on_event(evse, (200, "session_started", "T"))
+    bench.answer(200)
+    assert [s["meterStart"] for s in bench.actions("StartTransaction")] == [reading_wh]
+
+
+def test_power_loss_stop_waits_for_the_meter_and_survives_a_second_cut():
+    storage = MemoryStorage()
+    charging_then_power_cut(storage)
+    Bench(storage).cp.poll(50)          # boots, no reading yet: the second cut comes
+    bench = Bench(storage)
+    bench.cp.poll(50)
+    bench.answer(50)
+    assert bench.actions("StopTransaction") == []       # still waiting for a reading
+    bench.evse.meter_sample(700, MeterSample(energy_import_wh=4031, current_ma=(0, 0, 0)))
+    bench.cp.poll(700)
+    bench.answer(700)
+    (stop,) = bench.actions("StopTransaction")
+    assert (stop["reason"], stop["meterStop"]) == ("PowerLoss", 4031)
+    assert stop["timestamp"] == "2024-01-01T00:00:00.200Z"     # when it was last seen
+    assert Bench(storage).actions("StopTransaction") == []      # closed once only
+
+
+def test_power_loss_stop_keeps_the_stored_energy_when_the_meter_never_answers():
+    storage = MemoryStorage()
+    charging_then_power_cut(storage)
+    bench = Bench(storage)
+    bench.cp.poll(50)
+    bench.cp.poll(50 + bench.evse.params.meter_timeout_ms - 1)
+    bench.answer(50)
+    assert bench.actions("StopTransaction") == []
+    bench.cp.poll(50 + bench.evse.params.meter_timeout_ms)
+    bench.answer(50 + bench.evse.params.meter_timeout_ms)
+    (stop,) = bench.actions("StopTransaction")
+    assert (stop["reason"], stop["meterStop"]) == ("PowerLoss", 4000)
