@@ -10,7 +10,8 @@ microcontroller's main use: `Connection(charge_point, agent, url, charge_point_i
 version="1.6", auth_key=None, cafile=None, log=None)`, `run()`, `pump()`, `frames_waiting()`
 (agent hook), `go_offline(ms)`, `stop()`, `close()`.
 
-Connects to URL + "/" + charge point id (or a template holding "{id}"), requires the
+Connects to URL + "/" + charge point id (or a template holding "{id}"; the id goes before a
+?query, percent-encoded where a URL path needs it), requires the
 `ocpp1.6` subprotocol in the answer, WebSocketPingInterval as the ping interval.
 
 Security profiles (OCPP 1.6 Security Whitepaper ed.3 §2, spec/standards.md §5.6), chosen per
@@ -47,11 +48,46 @@ PING_TIMEOUT_S = 20          # a ping unanswered this long: the connection is de
 USER_AGENT = "evse-agent"
 
 
+IDENTITY_MAX = 48            # OCPP 2.0.1 identifierString[48]; what 1.6J CSMSs take as well
+# OCPP 2.0.1 identifierString without ':', which ends the user-id of HTTP Basic auth (RFC 7617
+# section 2) and the identity is that user-id from security profile 1 on. Anything else (a
+# space, '/', '?', non-ASCII) a CSMS either cannot route or decodes its own way: refused.
+IDENTITY_CHARS = ("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
+                  "*-_=+|@.")
+# RFC 3986 pchar: what a URL path segment holds as it is
+_PATH_CHARS = ("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
+               "-._~!$&'()*+,;=:@")
+
+
+def identity_problem(charge_point_id):
+    """Why `charge_point_id` cannot be a charge point identity, or None."""
+    if not charge_point_id:
+        return "empty"
+    if len(charge_point_id) > IDENTITY_MAX:
+        return "%d characters, more than the %d OCPP allows" % (
+            len(charge_point_id), IDENTITY_MAX)
+    for char in charge_point_id:
+        if char not in IDENTITY_CHARS:
+            return "%r is not allowed (only letters, digits and %s)" % (
+                char, " ".join(IDENTITY_CHARS[62:]))
+    return None
+
+
+def _path_segment(text):
+    """`text` percent-encoded for a URL path (of the identity's characters only '|')."""
+    return "".join(char if char in _PATH_CHARS else
+                   "".join("%%%02X" % byte for byte in char.encode()) for char in text)
+
+
 def endpoint(base, charge_point_id):
-    """DESIGN.md: a base to which /ID is appended, or a template holding {id}."""
+    """DESIGN.md: a base to which /ID is appended, or a template holding {id}. The id goes
+    into the path, before any ?query of the base."""
+    segment = _path_segment(charge_point_id)
     if "{id}" in base:
-        return base.replace("{id}", charge_point_id)
-    return base.rstrip("/") + "/" + charge_point_id
+        return base.replace("{id}", segment)
+    query = base.find("?")
+    path, query = (base, "") if query < 0 else (base[:query], base[query:])
+    return path.rstrip("/") + "/" + segment + query
 
 
 def secure_url(url):

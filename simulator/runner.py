@@ -15,6 +15,7 @@ from agent.runtime import Agent, cancel_tasks
 from agent.station import station_from_board
 from simulator import clock
 from simulator.ev import Ev
+from simulator.scenario import VERBS
 from simulator.timeline import Timeline
 from simulator.world import SimConnector, SimMeter, World
 
@@ -128,6 +129,8 @@ class Simulation:
         self.timeline = timeline or Timeline(realtime=realtime)
         self.ocpp = ocpp                # OcppOptions, or None for no OCPP at all
         self.expectations = []
+        self.failed_steps = []          # "file:line: problem" of steps the world refused
+        self.steps_not_run = 0          # left when SIGTERM ended the run early
         self.world = None
         self.agent = None
         self.cp = None
@@ -245,7 +248,7 @@ class Simulation:
             self._changed.set()
 
     async def run(self, steps):
-        """Execute the steps; returns True if every expectation held."""
+        """Execute the steps; returns True if every step ran, and every expectation held."""
         if self.ocpp is not None and self.ocpp.url is None:
             from simulator.csms import LocalCsms
             # the local CSMS's clock runs with the simulation's (virtual) time, so its
@@ -269,10 +272,12 @@ class Simulation:
         main = asyncio.current_task()
         # SIGTERM (a service manager stopping the charger): end the run, close cleanly
         loop.add_signal_handler(signal.SIGTERM, self._terminate, main)
+        self.steps_not_run = len(steps)
         try:
             await self._wait_booted()
             for step in steps:
                 await self.execute(step)
+                self.steps_not_run -= 1
                 self._check_tasks()
             await self._settle_ocpp()
         except asyncio.CancelledError:
@@ -287,7 +292,8 @@ class Simulation:
             if self.meter_server is not None:
                 await self.meter_server.stop()
         self.timeline.summary(self.expectations)
-        return all(e.held for e in self.expectations)
+        return all(e.held for e in self.expectations) and not self.failed_steps and \
+            not self.steps_not_run
 
     terminated = False
 
@@ -362,9 +368,17 @@ class Simulation:
         return self.world.now_ms()
 
     async def execute(self, step):
+        """One step. The scenario check (simulator.scenario.check) rules out what the board
+        and the plug order make impossible; anything else the world refuses fails the step,
+        and the run goes on, as after a failed expectation."""
         handler = getattr(self, "_verb_" + step.verb)
         self.timeline.step(step)
-        await handler(step, step.options.get("connector", 1))
+        try:
+            await handler(step, step.options.get("connector", VERBS[step.verb].connector))
+        except ValueError as error:
+            failure = "%s:%d: %s" % (step.file, step.line, error)
+            self.failed_steps.append(failure)
+            self.timeline.note("FAIL " + failure)
 
     def read(self, condition, connector_id):
         self.connector(connector_id)
@@ -388,10 +402,7 @@ class Simulation:
         await asyncio.sleep(0)
 
     async def _verb_unplug(self, step, c):
-        try:
-            self.connector(c).unplug(step.options.get("end", "both"))
-        except ValueError as error:     # end=socket on a tethered cable: no such thing
-            raise ValueError("%s:%d: %s" % (step.file, step.line, error)) from None
+        self.connector(c).unplug(step.options.get("end", "both"))
         await asyncio.sleep(0)
 
     async def _verb_ev_ready(self, step, c):
@@ -406,7 +417,7 @@ class Simulation:
         connector = self.connector(c)
         ev = connector.ev
         if ev is None:
-            raise ValueError("%s:%d: no EV plugged in" % (step.file, step.line))
+            raise ValueError("no EV plugged in at connector %d" % c)
         names = {"max_current": "max_current_ma", "phases": "phases", "delay": "delay_ms",
                  "sleepy": "sleepy", "ignore_pwm_off": "ignore_pwm_off"}
         for key, value in step.options.items():
@@ -419,8 +430,7 @@ class Simulation:
         await asyncio.sleep(0)
 
     async def _verb_swipe(self, step, c):
-        connector_id = step.options.get("connector")
-        self.agent.act(self.agent.station.present_token, step.args[0], connector_id)
+        self.agent.act(self.agent.station.present_token, step.args[0], c)
         await asyncio.sleep(0)
 
     async def _verb_wait(self, step, c):
@@ -469,21 +479,21 @@ class Simulation:
         await asyncio.sleep(0)
 
     async def _verb_available(self, step, c):
-        self.agent.act(self.agent.station.set_available, step.options.get("connector", 0), True)
+        self.agent.act(self.agent.station.set_available, c, True)
         await asyncio.sleep(0)
 
     async def _verb_unavailable(self, step, c):
-        self.agent.act(self.agent.station.set_available, step.options.get("connector", 0), False)
+        self.agent.act(self.agent.station.set_available, c, False)
         await asyncio.sleep(0)
 
     async def _verb_csms_offline(self, step, c):
         if self.connection is None:
-            raise ValueError("%s:%d: csms_offline needs OCPP" % (step.file, step.line))
+            raise ValueError("csms_offline needs OCPP")
         await self.connection.go_offline(step.args[0])
 
     async def _verb_csms_online(self, step, c):
         if self.connection is None:
-            raise ValueError("%s:%d: csms_online needs OCPP" % (step.file, step.line))
+            raise ValueError("csms_online needs OCPP")
         self.connection.offline_until = self.now_ms()
 
 

@@ -13,12 +13,14 @@ import difflib
 import operator
 import re
 
+from agent.faults import CODES as FAULT_CODES
 from simulator import units
 
 # A word starting with `#` starts a comment, as in a shell: a tag like `AB#12` stays a tag.
 _COMMENT = "#"
 # `key=value`, but not `soc==80%`, which is a condition written without spaces.
 _OPTION = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)=(?!=)(.*)", re.S)
+_LINE_END = re.compile(r"\r\n|\r|\n")
 
 OPERATORS = {
     "==": operator.eq, "!=": operator.ne,
@@ -26,10 +28,16 @@ OPERATORS = {
 }
 EQUALITY = ("==", "!=")
 
-FAULT_KINDS = (
-    "diode_short", "cp_short", "rcd_ac", "rcd_dc", "contactor_weld", "contactor_stuck_open",
-    "meter_lost", "over_temperature", "pp_open", "ventilation", "overcurrent",
-)
+# What `fault KIND` injects into the world -> the fault code (agent/faults.py) the agent
+# raises for it, which is what `expect fault == CODE` compares: the two name spaces differ.
+FAULT_CODE_OF_KIND = {
+    "diode_short": "diode_fault", "cp_short": "state_e", "rcd_ac": "rcd_ac",
+    "rcd_dc": "rcd_dc", "contactor_weld": "contactor_welded",
+    "contactor_stuck_open": "contactor_not_closed", "meter_lost": "meter_lost",
+    "over_temperature": "over_temperature", "pp_open": "pp_fault",
+    "ventilation": "ventilation_unavailable", "overcurrent": "over_current",
+}
+FAULT_KINDS = tuple(FAULT_CODE_OF_KIND)
 CP_STATES = ("A1", "A2", "B1", "B2", "C1", "C2", "D1", "D2", "E", "F")
 CP_LETTERS = ("A", "B", "C", "D")      # either suffix: the PWM may or may not be on
 SESSION_STATES = ("idle", "authorizing", "ready", "charging", "suspended_ev", "suspended_evse",
@@ -42,8 +50,12 @@ ID_TOKEN_MAX = 20      # OCPP 1.6 IdToken is CiString20Type
 
 
 def _did_you_mean(word, known):
-    close = difflib.get_close_matches(word, list(known), n=1)
-    return " (did you mean %r?)" % close[0] if close else ""
+    # compared in lower case: to difflib `PLUG` shares nothing with `plug`
+    spellings = {}
+    for name in known:
+        spellings.setdefault(name.lower(), name)
+    close = difflib.get_close_matches(word.lower(), list(spellings), n=1)
+    return " (did you mean %r?)" % spellings[close[0]] if close else ""
 
 
 class Kind:
@@ -119,6 +131,17 @@ def _pattern(name, what, regex, example):
     return Kind(name, parse, "%s, e.g. %s" % (what, example))
 
 
+def _fault_code(text):
+    if text == "none" or text in FAULT_CODES:
+        return text
+    if text in FAULT_CODE_OF_KIND:
+        # `fault diode_short` then `expect fault == diode_short` would never hold
+        raise ValueError("%r is a fault kind (what `fault` injects), not a fault code: the "
+                         "agent reports it as %r" % (text, FAULT_CODE_OF_KIND[text]))
+    raise ValueError("expected none or a fault code (%s), got %r%s" % (
+        " ".join(FAULT_CODES), text, _did_you_mean(text, ("none",) + FAULT_CODES)))
+
+
 def _tag(text):
     if len(text) > ID_TOKEN_MAX:
         raise ValueError("expected a tag of at most %d characters (OCPP idToken), got %r (%d)"
@@ -126,10 +149,18 @@ def _tag(text):
     return text
 
 
-DURATION = _quantity("DURATION", units.DURATION, "500ms, 30s, 1h30m")
+YEAR_MS = 365 * 24 * 3600 * 1000
+# A year of simulated time is more than any session or soak test needs; far beyond it a
+# typo (`wait 30000h`) would keep the run busy for hours of wall time.
+DURATION = _quantity("DURATION", units.DURATION, "500ms, 30s, 1h30m",
+                     bounds=(0, YEAR_MS, "0ms to 8760h (a year of simulated time)"))
 CURRENT = _quantity("CURRENT", units.CURRENT, "16A")
 ENERGY = _quantity("ENERGY", units.ENERGY, "10kWh")
-TEMPERATURE = _quantity("TEMP", units.TEMPERATURE, "66C")
+# the EV's state of charge is energy / capacity: an empty battery divides by zero
+CAPACITY = _quantity("ENERGY", units.ENERGY, "60kWh",
+                     bounds=(1, 10_000_000, "1Wh to 10000kWh"))
+TEMPERATURE = _quantity("TEMP", units.TEMPERATURE, "66C",
+                        bounds=(-2730, 10_000, "-273C to 1000C"))
 RESISTANCE = _quantity("RESISTANCE", units.RESISTANCE, "220ohm")
 PERCENT = _quantity("PERCENT", units.PERCENT, "80%", bounds=(0, 100, "0% to 100%"))
 CONNECTOR = _integer("N", "a connector number (1, 2, ...)", 1)
@@ -141,7 +172,7 @@ TAG = Kind("TAG", _tag, "an RFID tag (idToken), at most %d characters" % ID_TOKE
 FAULT_KIND = _enum("KIND", FAULT_KINDS, "a fault kind: " + " ".join(FAULT_KINDS))
 # which end of the cable `unplug` pulls out (simulator.world.UNPLUG_ENDS)
 CABLE_END = _enum("both|ev|socket", ("both", "ev", "socket"))
-FAULT_CODE = _pattern("CODE", "none or a fault code", "[a-z][a-z0-9_]*", "rcd_dc")
+FAULT_CODE = Kind("CODE", _fault_code, "none or a fault code, e.g. rcd_dc")
 ACTION = _pattern("ACTION", "an OCPP action", "[A-Z][A-Za-z0-9]*", "StartTransaction")
 
 
@@ -165,13 +196,15 @@ def _fault_matches(expected, actual):
 class Subject:
     """What a condition can look at, and how its value is written and compared."""
 
-    def __init__(self, name, value, help, ordered=False, action=False, matches=operator.eq):
+    def __init__(self, name, value, help, ordered=False, action=False, matches=operator.eq,
+                 ocpp=False):
         self.name = name
         self.value = value              # Kind of the VALUE word
         self.help = help
         self.operators = tuple(OPERATORS) if ordered else EQUALITY
         self.action = action            # takes an ACTION word after the name (`sent X`)
         self.matches = matches          # expected, actual -> bool, for == and !=
+        self.ocpp = ocpp                # only a run with OCPP has it
 
     def usage(self):
         action = ("ACTION",) if self.action else ()
@@ -190,10 +223,11 @@ SUBJECTS = {s.name: s for s in (
     Subject("soc", PERCENT, "EV state of charge", ordered=True),
     Subject("fault", FAULT_CODE, "active fault, or none", matches=_fault_matches),
     Subject("ocpp_status", _enum("STATUS", OCPP_STATUSES),
-            "connector status last reported over OCPP"),
-    Subject("sent", COUNT, "CALLs of ACTION transmitted to the CSMS", ordered=True, action=True),
+            "connector status last reported over OCPP", ocpp=True),
+    Subject("sent", COUNT, "CALLs of ACTION transmitted to the CSMS", ordered=True, action=True,
+            ocpp=True),
     Subject("received", COUNT, "CALLs of ACTION received from the CSMS", ordered=True,
-            action=True),
+            action=True, ocpp=True),
 )}
 
 
@@ -283,7 +317,7 @@ CONDITION = Kind("SUBJECT OP VALUE", parse_condition, "a condition, e.g. cp_stat
 OPTION_KINDS = {
     "connector": CONNECTOR,
     "soc": PERCENT,
-    "capacity": ENERGY,
+    "capacity": CAPACITY,
     "max_current": CURRENT,
     "phases": PHASES,
     "pp": RESISTANCE,
@@ -297,17 +331,27 @@ OPTION_KINDS = {
 EV_KEYS = ("max_current", "phases", "soc", "delay", "sleepy")
 
 
+STATION = 0        # `connector=0`: the whole station
+
+
 class Verb:
-    """One step kind: its positional argument kinds, its options, and help for describe()."""
+    """One step kind: its positional argument kinds, its options, and help for describe().
+
+    `connector` is the connector the step acts on when it has no `connector=`: 1, STATION, or
+    None (no connector: a swipe goes to whichever connector takes it). `ocpp`: only a run with
+    OCPP can do it. `needs_ev`: the connector must have an EV plugged in."""
 
     def __init__(self, name, help, args=(), options=(), defaults=None, needs_one_of=(),
-                 kinds=None):
+                 kinds=None, connector=1, ocpp=False, needs_ev=False):
         self.name = name
         self.help = help
         self.args = tuple(args)
         self.options = {key: (kinds or {}).get(key, OPTION_KINDS[key]) for key in options}
         self.defaults = dict(defaults or {})       # filled in when the option is not given
         self.needs_one_of = tuple(needs_one_of)    # at least one of these options is required
+        self.connector = connector
+        self.ocpp = ocpp
+        self.needs_ev = needs_ev
 
     def usage(self):
         words = [self.name] + [kind.name for kind in self.args]
@@ -320,10 +364,12 @@ VERBS = {v.name: v for v in (
     Verb("unplug", "pull the cable out of the car and the socket (end=both, the default);"
          " end=ev: out of the car only, a socket's cable stays in with its PP coded;"
          " end=socket: out of the socket", options=("connector", "end")),
-    Verb("ev_ready", "the EV closes S2 and asks for power", options=("connector",)),
-    Verb("ev_pause", "the EV opens S2 and stops asking for power", options=("connector",)),
-    Verb("swipe", "present an RFID tag", args=(TAG,), options=("connector",)),
-    Verb("wait", "let time pass", args=(DURATION,)),
+    Verb("ev_ready", "the EV closes S2 and asks for power", options=("connector",),
+         needs_ev=True),
+    Verb("ev_pause", "the EV opens S2 and stops asking for power", options=("connector",),
+         needs_ev=True),
+    Verb("swipe", "present an RFID tag", args=(TAG,), options=("connector",), connector=None),
+    Verb("wait", "let time pass", args=(DURATION,), connector=None),
     Verb("wait_for", "wait until the condition holds; a timeout is a failed expectation",
          args=(CONDITION,), options=("timeout", "connector"), defaults={"timeout": 60_000}),
     Verb("expect", "the condition must hold now", args=(CONDITION,), options=("connector",)),
@@ -333,13 +379,14 @@ VERBS = {v.name: v for v in (
          options=("connector",)),
     Verb("temperature", "set the EVSE temperature", args=(TEMPERATURE,)),
     Verb("available", "make a connector (or with 0, the station) available",
-         options=("connector",), kinds={"connector": CONNECTOR_OR_STATION}),
+         options=("connector",), kinds={"connector": CONNECTOR_OR_STATION}, connector=STATION),
     Verb("unavailable", "make a connector (or with 0, the station) unavailable",
-         options=("connector",), kinds={"connector": CONNECTOR_OR_STATION}),
+         options=("connector",), kinds={"connector": CONNECTOR_OR_STATION}, connector=STATION),
     Verb("ev", "change the plugged EV", options=EV_KEYS + ("ignore_pwm_off", "connector"),
-         needs_one_of=EV_KEYS + ("ignore_pwm_off",)),
-    Verb("csms_offline", "the CSMS connection drops for DURATION", args=(DURATION,)),
-    Verb("csms_online", "the CSMS connection comes back now"),
+         needs_one_of=EV_KEYS + ("ignore_pwm_off",), needs_ev=True),
+    Verb("csms_offline", "the CSMS connection drops for DURATION", args=(DURATION,),
+         connector=None, ocpp=True),
+    Verb("csms_online", "the CSMS connection comes back now", connector=None, ocpp=True),
 )}
 
 
@@ -434,9 +481,10 @@ def parse_text(text, filename="<string>"):
     """The steps of a scenario given as text; ScenarioError listing every mistake in it."""
     steps = []
     errors = []
-    # split("\n") rather than splitlines(): line numbers must match what an editor shows,
-    # and splitlines() also breaks at form feeds and other rare separators.
-    for number, raw in enumerate(text.split("\n"), start=1):
+    # \r\n, \n or a lone \r (old Mac editors) end a line, and nothing else does: line numbers
+    # must match what an editor shows, and splitlines() also breaks at form feeds and other
+    # rare separators.
+    for number, raw in enumerate(_LINE_END.split(text), start=1):
         words = raw.split()
         for index, word in enumerate(words):
             if word.startswith(_COMMENT):
@@ -462,10 +510,127 @@ def parse_file(path):
     try:
         text = data.decode("utf-8-sig")     # a BOM from a Windows editor is not a verb
     except UnicodeDecodeError as error:
-        line = data.count(b"\n", 0, error.start) + 1
+        line = len(_LINE_END.split(data[:error.start].decode("utf-8")))
         raise ScenarioError([(filename, line, "not UTF-8 text (byte 0x%02x)"
                               % data[error.start])]) from None
     return parse_text(text, filename)
+
+
+# ------------------------------------------------------------------ checks against the board
+
+class _Walk:
+    """What `check` knows at each step: the board's connectors, whether the run has OCPP, and
+    which connectors have an EV plugged in (connector id -> line of its `plug`)."""
+
+    def __init__(self, board, ocpp):
+        self.connectors = {c["id"]: c for c in board["connectors"]}
+        self.ocpp = ocpp
+        self.plugged = {}
+
+
+def _tethered(connector):
+    return connector["type"] == "cable"
+
+
+def _rating_ma(connector):
+    return min(connector["max_current"], connector.get("cable_max_current") or
+               connector["max_current"])
+
+
+def _plug_problem(step, connector, walk):
+    line = walk.plugged.get(connector["id"])
+    walk.plugged[connector["id"]] = step.line
+    if line is not None:
+        return "connector %d already has an EV plugged in (line %d): unplug it first" % (
+            connector["id"], line)
+    return None
+
+
+def _unplug_problem(step, connector, walk):
+    if step.options.get("end") == "socket" and _tethered(connector):
+        return ("connector %d has a tethered cable: it has no socket end (end=socket is for "
+                "a socket)" % connector["id"])
+    walk.plugged.pop(connector["id"], None)      # any end: the car is no longer connected
+    return None
+
+
+def _fault_problem(step, connector, walk):
+    from simulator.world import FAULT_INJECTIONS    # which part each kind acts on
+    kind = step.args[0]
+    part = FAULT_INJECTIONS[kind][0]
+    if part == "ev" and connector["id"] not in walk.plugged:
+        return "%s %s needs an EV plugged in at connector %d" % (
+            step.verb, kind, connector["id"])
+    if part == "pp" and _tethered(connector):
+        return ("%s %s: connector %d has a tethered cable, which has no PP contact to open"
+                % (step.verb, kind, connector["id"]))
+    return None
+
+
+def _limit_problem(step, connector, walk):
+    if step.args[0] > _rating_ma(connector):
+        return "limit %s is above connector %d's rating of %s (the board file)" % (
+            _amps(step.args[0]), connector["id"], _amps(_rating_ma(connector)))
+    return None
+
+
+def _amps(ma):
+    return "%gA" % (ma / 1000)
+
+
+# verb -> what may be wrong with it on this board, beyond what every step is checked for
+_BOARD_PROBLEMS = {
+    "plug": _plug_problem,
+    "unplug": _unplug_problem,
+    "fault": _fault_problem,
+    "clear": _fault_problem,
+    "limit": _limit_problem,
+}
+
+
+def _needing_ocpp(step):
+    """What in the step needs OCPP (the verb, or the subject it reads), or None."""
+    if VERBS[step.verb].ocpp:
+        return step.verb
+    for arg in step.args:
+        if isinstance(arg, Condition) and SUBJECTS[arg.subject].ocpp:
+            return "subject %s" % arg.subject
+    return None
+
+
+def _step_problem(step, walk):
+    verb = VERBS[step.verb]
+    needing_ocpp = _needing_ocpp(step)
+    if needing_ocpp and not walk.ocpp:
+        return "%s needs OCPP, and this run has none (--no-ocpp)" % needing_ocpp
+    connector_id = step.options.get("connector", verb.connector)
+    if connector_id in (None, STATION):
+        return None
+    connector = walk.connectors.get(connector_id)
+    if connector is None:
+        return "the board has no connector %d (it has %s)" % (
+            connector_id, ", ".join(str(c) for c in sorted(walk.connectors)))
+    if verb.needs_ev and connector_id not in walk.plugged:
+        return "%s needs an EV plugged in at connector %d" % (step.verb, connector_id)
+    problem = _BOARD_PROBLEMS.get(step.verb)
+    return problem(step, connector, walk) if problem else None
+
+
+def check(steps, board, ocpp=True):
+    """The mistakes in parsed steps that only the board and the run's options show, found
+    before anything runs: a connector the board lacks, a socket's action on a tethered cable,
+    a limit above the connector's rating, an OCPP step in a run without OCPP, an EV step while
+    no EV is plugged in. Which connectors have an EV follows from the plug and unplug steps
+    alone (nothing else in the simulated world connects or takes away a car), so that too is
+    known from the text. Raises ScenarioError listing every one."""
+    walk = _Walk(board, ocpp)
+    errors = []
+    for step in steps:
+        problem = _step_problem(step, walk)
+        if problem is not None:
+            errors.append((step.file, step.line, problem))
+    if errors:
+        raise ScenarioError(errors)
 
 
 def describe():
@@ -483,5 +648,7 @@ def describe():
             subject.operators)
         lines.append("  %s  -- %s; %s is %s%s" % (subject.usage(), subject.help,
                                                   subject.value.name, subject.value.hint, ops))
-    lines += ["", "Fault kinds: " + " ".join(FAULT_KINDS)]
+    lines += ["", "Fault kinds (fault, clear), each with the code the agent reports for it:",
+              "  " + " ".join("%s (%s)" % pair for pair in FAULT_CODE_OF_KIND.items()),
+              "Fault codes (the fault subject): none " + " ".join(FAULT_CODES)]
     return "\n".join(lines)

@@ -269,7 +269,11 @@ def test_parse_file_missing_is_an_os_error(tmp_path):
                                      " 500mA, got '16' (the unit is required)"),
     ("expect energy > 1kW", "energy: expected an energy like 1500Wh or 10kWh, got '1kW'"),
     ("expect soc < 101%", "soc: expected a percentage from 0% to 100%, got '101%'"),
-    ("expect fault == RCD_DC", "fault: expected none or a fault code like rcd_dc, got 'RCD_DC'"),
+    ("expect fault == RCD_DC", "fault: expected none or a fault code (diode_fault state_e"
+                               " pilot_fault rcd_ac rcd_dc rcd_selftest_failed contactor_welded"
+                               " contactor_not_closed over_current meter_lost over_temperature"
+                               " pp_fault ventilation_unavailable lock_failure), got 'RCD_DC'"
+                               " (did you mean 'rcd_dc'?)"),
     ("expect sent", "expected sent ACTION OP COUNT, e.g. sent StartTransaction == 1"),
     ("expect sent StartTransaction", "expected sent ACTION OP COUNT"),
     ("expect sent start_transaction == 1",
@@ -409,7 +413,8 @@ def test_junk_never_raises_anything_but_scenario_error(line, noise):
         except ScenarioError as error:
             assert error.errors
             for file, number, message in error.errors:
-                assert file == "junk.scn" and 1 <= number <= text.count("\n") + 1 and message
+                lines = text.replace("\r\n", "\n").replace("\r", "\n").count("\n") + 1
+                assert file == "junk.scn" and 1 <= number <= lines and message
         else:
             assert all(step.verb in VERBS for step in steps)
 
@@ -438,3 +443,156 @@ def test_any_row_of_the_verb_table_reads_back(name, data):
     assert step.args == tuple(value for _, value in args)
     written = {key: value for key, (_, value) in options.items()}
     assert step.options == dict(verb.defaults, **written)
+
+
+# ------------------------------------------------------------------- values with limits
+
+@pytest.mark.parametrize("line, message", [
+    ("expect fault != rcd_dcc", "fault: expected none or a fault code"),
+    ("expect fault != rcd_dcc", "got 'rcd_dcc' (did you mean 'rcd_dc'?)"),
+    ("wait_for fault == bogus timeout=1s", "got 'bogus'"),
+    ("PLUG", "unknown verb 'PLUG' (did you mean 'plug'?)"),
+    ("plug capacity=0kWh", "capacity: expected an energy from 1Wh to 10000kWh, got '0kWh'"),
+    ("wait 8761h", "expected a duration from 0ms to 8760h (a year of simulated time),"
+                   " got '8761h'"),
+    ("wait_for session == idle timeout=9000h", "timeout: expected a duration from 0ms to 8760h"),
+    ("csms_offline 400000h", "expected a duration from 0ms to 8760h"),
+    ("temperature -274C", "expected a temperature from -273C to 1000C, got '-274C'"),
+    ("temperature 1000.1C", "expected a temperature from -273C to 1000C, got '1000.1C'"),
+])
+def test_values_outside_what_makes_sense_are_refused(line, message):
+    assert message in error_of(line)
+
+
+@pytest.mark.parametrize("kind", [k for k in scenario.FAULT_KINDS
+                                  if scenario.FAULT_CODE_OF_KIND[k] != k])
+@pytest.mark.parametrize("verb", ["expect", "wait_for"])
+def test_an_injection_kind_where_a_code_is_expected_names_its_code(verb, kind):
+    """`fault diode_short` then `expect fault != diode_short` held whatever happened."""
+    assert error_of("%s fault != %s" % (verb, kind)) == (
+        "t.scn:1: fault: %r is a fault kind (what `fault` injects), not a fault code: the "
+        "agent reports it as %r" % (kind, scenario.FAULT_CODE_OF_KIND[kind]))
+
+
+def test_every_fault_code_and_none_are_accepted():
+    from agent.faults import CODES
+    for code in CODES + ("none",):
+        assert only_step("expect fault == %s" % code).args[0].value == code
+    assert set(scenario.FAULT_CODE_OF_KIND.values()) <= set(CODES)
+
+
+def test_largest_values_within_the_limits_parse():
+    assert only_step("wait 8760h").args == (365 * 24 * 3600 * 1000,)
+    assert only_step("temperature -273C").args == (-2730,)
+    assert only_step("plug capacity=1Wh").options == {"capacity": 1}
+
+
+def test_cr_only_line_endings_are_lines():
+    steps = parse_text("plug\rwait 1s\r\rexpect contactor == open\r")
+    assert [(s.line, s.verb) for s in steps] == [(1, "plug"), (2, "wait"), (4, "expect")]
+    assert errors_of("plug\r\rbogus\r").errors == [("t.scn", 3, "unknown verb 'bogus'")]
+
+
+# ------------------------------------------------------------- checks against the board
+
+SOCKET = {"type": "socket", "max_current": 32_000, "cable_max_current": None}
+TETHERED = {"type": "cable", "max_current": 32_000, "cable_max_current": 20_000}
+
+
+def board_of(*connectors):
+    return {"connectors": [dict(c, id=n) for n, c in enumerate(connectors, start=1)]}
+
+
+def check_errors(text, board=None, ocpp=True):
+    """The (line, message) pairs scenario.check finds in `text`, [] if none."""
+    try:
+        scenario.check(parse_text(text, "t.scn"), board or board_of(SOCKET), ocpp=ocpp)
+    except ScenarioError as error:
+        assert str(error).splitlines() == ["%s:%d: %s" % e for e in error.errors]
+        return [(line, message) for _, line, message in error.errors]
+    return []
+
+
+@pytest.mark.parametrize("line", [
+    "plug connector=2", "unplug connector=2", "ev_ready connector=2", "ev_pause connector=3",
+    "swipe 04A1B2C3 connector=2", "expect session == idle connector=2",
+    "wait_for cp_state == A timeout=1s connector=2", "fault rcd_dc connector=2",
+    "clear rcd_dc connector=2", "limit 10A connector=2", "available connector=2",
+    "unavailable connector=2", "ev soc=50% connector=2",
+])
+def test_a_connector_the_board_lacks_is_an_error(line):
+    assert check_errors(line) == [(1, "the board has no connector %s (it has 1)"
+                                   % line.rsplit("=", 1)[1])]
+
+
+def test_the_station_and_any_connector_are_not_connectors_to_check():
+    assert check_errors("available connector=0\nunavailable\nswipe 04A1B2C3\n"
+                        "expect session == idle\nwait 1s\ntemperature 30C") == []
+    assert check_errors("plug connector=2\nexpect session == idle connector=2",
+                        board_of(SOCKET, TETHERED)) == []
+
+
+def test_a_socket_end_or_pp_on_a_tethered_cable_is_an_error():
+    text = "plug\nunplug end=socket\nfault pp_open\nclear pp_open\nunplug end=ev\n"
+    assert check_errors(text) == []
+    assert check_errors(text, board_of(TETHERED)) == [
+        (2, "connector 1 has a tethered cable: it has no socket end (end=socket is for a"
+            " socket)"),
+        (3, "fault pp_open: connector 1 has a tethered cable, which has no PP contact to open"),
+        (4, "clear pp_open: connector 1 has a tethered cable, which has no PP contact to open"),
+    ]
+
+
+def test_a_limit_above_the_connector_rating_is_an_error():
+    assert check_errors("limit 32A\nlimit 0A") == []
+    assert check_errors("limit 32.5A") == [
+        (1, "limit 32.5A is above connector 1's rating of 32A (the board file)")]
+    # a tethered cable's own rating is the lower one
+    assert check_errors("limit 21A", board_of(TETHERED)) == [
+        (1, "limit 21A is above connector 1's rating of 20A (the board file)")]
+
+
+def test_ocpp_steps_without_ocpp_are_errors():
+    text = ("csms_offline 5s\ncsms_online\nexpect sent StartTransaction == 1\n"
+            "wait_for received Reset == 0 timeout=1s\nexpect ocpp_status == Available\n"
+            "expect session == idle\n")
+    assert check_errors(text) == []
+    assert check_errors(text, ocpp=False) == [
+        (1, "csms_offline needs OCPP, and this run has none (--no-ocpp)"),
+        (2, "csms_online needs OCPP, and this run has none (--no-ocpp)"),
+        (3, "subject sent needs OCPP, and this run has none (--no-ocpp)"),
+        (4, "subject received needs OCPP, and this run has none (--no-ocpp)"),
+        (5, "subject ocpp_status needs OCPP, and this run has none (--no-ocpp)"),
+    ]
+
+
+def test_ev_steps_follow_the_plug_and_unplug_order():
+    """Only plug and unplug connect or take away a car, so this is known from the text."""
+    assert check_errors(
+        "plug\nev_ready\nev_pause\nev soc=50%\nfault diode_short\nclear diode_short\n"
+        "fault ventilation\nunplug end=ev\nplug\nunplug end=socket\nplug\nunplug\nplug\n") == []
+    assert check_errors(
+        "ev_ready\nplug\nplug # again\nunplug\nev_pause\nev soc=10%\nfault overcurrent\n"
+        "clear diode_short\nfault rcd_dc\nunplug\n") == [
+        (1, "ev_ready needs an EV plugged in at connector 1"),
+        (3, "connector 1 already has an EV plugged in (line 2): unplug it first"),
+        (5, "ev_pause needs an EV plugged in at connector 1"),
+        (6, "ev needs an EV plugged in at connector 1"),
+        (7, "fault overcurrent needs an EV plugged in at connector 1"),
+        (8, "clear diode_short needs an EV plugged in at connector 1"),
+    ]
+    # each connector has its own car
+    assert check_errors("plug\nplug connector=2\nev_ready connector=2\nunplug\n"
+                        "ev_ready connector=2\nev_ready", board_of(SOCKET, SOCKET)) == [
+        (6, "ev_ready needs an EV plugged in at connector 1")]
+
+
+def test_bundled_scenarios_pass_the_check_on_the_simulated_board():
+    import glob
+    import os
+    from tools import boardfile
+    board = boardfile.load(boardfile.find("sim"))
+    paths = glob.glob(os.path.join(os.path.dirname(scenario.__file__), "scenarios", "*.scn"))
+    assert paths
+    for path in paths:
+        scenario.check(parse_file(path), board)
