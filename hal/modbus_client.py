@@ -9,7 +9,9 @@ API changes in every minor release, spec/libraries.md §3):
   with the RTU framer. Several meters may hang on one RS-485 line, and a bus master must
   never start a request before the previous answer is in (or timed out), so every request
   holds the bus's lock, and on RTU waits out the inter-frame silence (3.5 characters, fixed
-  1.75 ms above 19200 Bd: Modbus over serial line V1.02 §2.5.1.1) after the last frame.
+  1.75 ms above 19200 Bd: Modbus over serial line V1.02 §2.5.1.1) after the last frame,
+  or a whole timeout of silence after a request that got no answer (a late answer must go
+  by first: `Bus`).
   Each attempt has a timeout; failed attempts are retried with a bounded, doubling back-off
   taken *outside* the lock, so a dead meter does not starve the others on its line. A link
   that broke (TCP reset, USB adapter unplugged) is reopened on the next attempt.
@@ -26,8 +28,12 @@ pymodbus's own retries and reconnect task are switched off (retries=0, reconnect
 its retries have no back-off and hold its lock, and its background reconnect races ours.
 """
 import asyncio
+import fcntl
 import logging
 import os
+import socket
+import stat
+import termios
 import time
 
 from pymodbus.client import AsyncModbusSerialClient, AsyncModbusTcpClient
@@ -83,6 +89,40 @@ def parse_host_port(text, default_port=TCP_PORT, any_port=False):
     return host, port
 
 
+def serial_device_trouble(path):
+    """Why `path` cannot be a serial port the way a user should hear it ("is a directory,
+    not a serial device", "in use by another program ..."), or None if nothing shows."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError as error:
+        return error.strerror.lower()
+    if stat.S_ISDIR(mode):
+        return "is a directory, not a serial device"
+    if not stat.S_ISCHR(mode):
+        return "is %s, not a serial device" % (
+            "a regular file" if stat.S_ISREG(mode) else "no character device")
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_NOCTTY | os.O_NONBLOCK)
+    except PermissionError:
+        return "permission denied (is the user in the dialout group?)"
+    except OSError as error:
+        return "cannot open: %s" % error.strerror
+    try:
+        try:
+            termios.tcgetattr(fd)
+        except termios.error:
+            return "is not a serial device (a character device, but no terminal)"
+        try:
+            # pyserial (exclusive=True, as pymodbus opens it) takes this lock
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return "in use by another program (it holds the port's lock)"
+        fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)
+    return None
+
+
 def quiet_time_s(baud, parity="N", stopbits=1):
     """RTU inter-frame silence in seconds (hal/modbus_rtu.py: 3.5 characters, 1.75 ms above
     19200 Bd)."""
@@ -112,12 +152,17 @@ class Bus:
     lazily on first use (pymodbus needs the running event loop, so a Bus lives in one event
     loop); `close()` when done.
 
-    On RTU an answer carries no request number. A late answer cannot be taken for another
-    unit's (pymodbus checks the unit id) nor for a block of another function or length
-    (checked here). The retry of a timed-out block may meet the late first answer (the same
-    registers, so no harm), but then its own answer may still come and be taken for the
-    next block of the same length; so after a retry that follows a timeout succeeds, the
-    line stays quiet for one more timeout (only on that error path) to let it go by.
+    A late answer must never be taken for another request's. On TCP the transaction id
+    tells them apart (pymodbus's framer skips an answer whose id is not the request's). On
+    RTU an answer carries no request number, and one of another block with the same
+    function and length is indistinguishable; order and silence are the only protection, so
+    the policy is the portable master's (hal/modbus_rtu.py): before each request the line
+    must have been silent for the inter-frame time, and after a request that got no valid
+    answer for a whole timeout; bytes arriving meanwhile are thrown away (pymodbus drops an
+    answer no request waits for, and clears its buffer when the next request goes out) and
+    the silence starts again. So an answer less than two timeouts after its request is never
+    taken for another request's; a meter slower than that needs a longer timeout, and the
+    timeout message says how late its answers came.
     """
 
     def __init__(self, tcp=None, serial=None, baud=9600, parity="N", stopbits=1,
@@ -152,17 +197,23 @@ class Bus:
         self.backoff_ms = backoff_ms
         self._client = None
         self._lock = asyncio.Lock()
-        self._idle_since = 0.0      # loop time the last frame ended (RTU silence)
+        self._idle_since = 0.0      # loop time the line was last busy (RTU silence)
         self._received = b""        # bytes of the current answer as they came in
-        self._unanswered = False    # the last request timed out: its answer may still come
+        self._unanswered = False    # the last request got no valid answer: it may still come
+        self._asked_at = 0.0        # loop time the last request went out
+        self._late_answer_ms = None     # how late a timed-out request's answer came, if it did
 
     @property
     def is_serial(self):
         return self.serial is not None
 
     def worst_case_s(self):
-        """How long one failing request can take: every attempt timing out, plus back-offs."""
-        pauses = sum(min(self.backoff_ms << n, BACKOFF_MAX_MS) for n in range(self.retries))
+        """How long one request to a silent meter can take: every attempt timing out, and
+        between them the back-off or, on RTU, the silence owed after a timeout, whichever
+        is longer (the back-off runs while the line is quiet)."""
+        silence_ms = self.timeout_ms if self.is_serial else 0
+        pauses = sum(max(min(self.backoff_ms << n, BACKOFF_MAX_MS), silence_ms)
+                     for n in range(self.retries))
         return ((self.retries + 1) * self.timeout_ms + pauses) / 1000
 
     async def read_registers(self, unit, function, address, count):
@@ -175,11 +226,9 @@ class Bus:
         async with self._lock:
             client = await self._open()
             loop = asyncio.get_running_loop()
-            if self.quiet_s:
-                wait = self._idle_since + self.quiet_s - loop.time()
-                if wait > 0:
-                    await asyncio.sleep(wait)
+            await self._wait_for_silence(self._where(unit))
             self._received = b""
+            self._asked_at = loop.time()
             try:
                 if function == 4:
                     response = await client.read_input_registers(
@@ -188,7 +237,7 @@ class Bus:
                     response = await client.read_holding_registers(
                         address, count=count, device_id=unit)
             except ModbusIOException as error:
-                self._unanswered = True
+                self._answer_may_still_come()
                 raise self._no_answer(self._where(unit), function, address, count,
                                       error) from None
             except ConnectionException as error:
@@ -203,21 +252,43 @@ class Bus:
                                                   error.strerror or error)) from None
             finally:
                 self._idle_since = loop.time()
-            if self._unanswered and self.is_serial:
-                await asyncio.sleep(self.timeout_ms / 1000)     # see the class docstring
-                self._idle_since = loop.time()
-            self._unanswered = False
+        self._late_answer_ms = None         # the meter answers in time again
         if response.isError():
             code = getattr(response, "exception_code", 0)
             raise ModbusExceptionResponse("%s: %s" % (
                 self._where(unit), exception_text(code, function, address, count)), code)
         registers = response.registers
         if response.function_code != function or len(registers) != count:
+            self._answer_may_still_come()
             raise ModbusFrameError(
                 "%s: answer to another request (function %02d, %d registers) for function "
                 "%02d at 0x%04X (%d registers)" % (self._where(unit), response.function_code,
                                                    len(registers), function, address, count))
         return registers
+
+    def _answer_may_still_come(self):
+        # only RTU needs the silence: on TCP a late answer is told apart by its transaction id
+        if self.is_serial:
+            self._unanswered = True
+
+    async def _wait_for_silence(self, where):
+        """Wait until the line has been quiet long enough for the next request (the class
+        docstring); ModbusFrameError if it never is within a timeout more than that."""
+        needed = self.timeout_ms / 1000 if self._unanswered else self.quiet_s
+        if not needed:
+            return
+        loop = asyncio.get_running_loop()
+        give_up = loop.time() + needed + self.timeout_ms / 1000
+        while True:
+            wait = self._idle_since + needed - loop.time()
+            if wait <= 0:
+                break
+            if self._idle_since > give_up:
+                raise ModbusFrameError(
+                    "%s: the line is never quiet for %d ms (another master talking, or "
+                    "noise)" % (where, needed * 1000))
+            await asyncio.sleep(wait)
+        self._unanswered = False
 
     def _where(self, unit):
         return "%s id %d" % (self.link, unit)
@@ -231,18 +302,29 @@ class Bus:
             self._drop()
             return ModbusLinkError("%s: connection lost while waiting for the answer to %s" % (
                 where, asked))
-        if self._received:
+        slow = "a meter this slow needs a longer timeout"
+        if not self._received:
+            late, self._late_answer_ms = self._late_answer_ms, None
+            hint = "" if late is None else \
+                " (a late answer came %d ms after the attempt before: %s)" % (late, slow)
+        elif self.is_serial:
             return ModbusFrameError(
                 "%s: no valid answer to %s within %d ms: %d bytes received (%s%s): CRC or "
                 "framing error, or another device talking" % (
                     where, asked, self.timeout_ms, len(self._received),
                     self._received[:16].hex(" "), " ..." if len(self._received) > 16 else ""))
-        return ModbusTimeout("%s: timeout: no answer to %s within %d ms" % (
-            where, asked, self.timeout_ms))
+        else:       # pymodbus skipped them by their transaction ids
+            hint = " (only answers to earlier requests came: %s)" % slow
+        return ModbusTimeout("%s: timeout: no answer to %s within %d ms%s" % (
+            where, asked, self.timeout_ms, hint))
 
     def _trace(self, sending, data):
         if not sending:
             self._received = data
+            now = asyncio.get_running_loop().time()
+            if self._unanswered and self._late_answer_ms is None:   # for the timeout message
+                self._late_answer_ms = int((now - self._asked_at) * 1000)
+            self._idle_since = now      # the line is busy: the silence starts again
         return data
 
     async def _open(self):
@@ -254,14 +336,10 @@ class Bus:
         if self.is_serial:
             if not os.path.exists(self.serial) and "://" not in self.serial:
                 raise ModbusLinkError("%s: no such device" % self.link)
-            # a pseudo-terminal (a simulated bus, a USB-serial bridge daemon) has no parity
-            # bit and refuses the setting (tcsetattr: EINVAL); the timing keeps it
-            parity = "N" if os.path.realpath(self.serial).startswith("/dev/pts/") else \
-                self.parity
             client = AsyncModbusSerialClient(
-                self.serial, framer=FramerType.RTU, baudrate=self.baud, parity=parity,
-                stopbits=self.stopbits, bytesize=8, timeout=timeout_s, retries=0,
-                reconnect_delay=0, trace_packet=self._trace)
+                self.serial, framer=FramerType.RTU, baudrate=self.baud,
+                parity=self._device_parity(), stopbits=self.stopbits, bytesize=8,
+                timeout=timeout_s, retries=0, reconnect_delay=0, trace_packet=self._trace)
         else:
             client = AsyncModbusTcpClient(
                 self.host, port=self.port, timeout=timeout_s, retries=0, reconnect_delay=0,
@@ -272,21 +350,41 @@ class Bus:
         self._client = client
         return client
 
+    def _device_parity(self):
+        # a pseudo-terminal (a simulated bus, a USB-serial bridge daemon) has no parity bit
+        # and refuses the setting (tcsetattr: EINVAL); the timing keeps it
+        return "N" if os.path.realpath(self.serial).startswith("/dev/pts/") else self.parity
+
     async def _why_not(self):
         """pymodbus only logs why a connect failed; find out again for the message."""
         if self.is_serial:
-            if not os.access(self.serial, os.R_OK | os.W_OK) and "://" not in self.serial:
-                return "permission denied (is the user in the dialout group?)"
-            return "cannot open (in use by another program?)"
+            trouble = None if "://" in self.serial else serial_device_trouble(self.serial)
+            return trouble or self._serial_open_error()
         try:
             _, writer = await asyncio.wait_for(
                 asyncio.open_connection(self.host, self.port), self.timeout_ms / 1000)
         except asyncio.TimeoutError:
             return "cannot connect: no answer within %d ms" % self.timeout_ms
+        except socket.gaierror as error:
+            return "cannot connect: host name %s: %s" % (self.host, error.strerror)
         except OSError as error:
+            # the text of a refused connection is "Connect call failed (...)": say what
+            # the errno means instead
             return "cannot connect: %s" % (os.strerror(error.errno) if error.errno else error)
         writer.close()
         return "cannot connect (it accepted a second try: a flaky link?)"
+
+    def _serial_open_error(self):
+        """What pyserial says opening the line as pymodbus does (a URL, settings the
+        adapter refuses), which pymodbus only logs."""
+        import serial       # pymodbus's serial extra: only needed where a line is serial
+        try:
+            serial.serial_for_url(self.serial, baudrate=self.baud,
+                                  parity=self._device_parity(), stopbits=self.stopbits,
+                                  exclusive=True).close()
+        except (serial.SerialException, ValueError, OSError) as error:
+            return "cannot open: %s" % error
+        return "cannot open (it opened on a second try: an adapter coming and going?)"
 
     def _drop(self):
         if self._client is not None:

@@ -61,16 +61,21 @@ API:
         -> MeterServer (.client_path for the client's pyserial, .line: rs485.Rs485Line)
     await server.stop()          (or `async with await start_tcp(...) as server:`)
     await serve_forever(model, tcp=None, pty=False, unit_id=1, baud=9600, parity="N",
-                        stopbits=1, pace=True, current_a=16, voltage_v=230, phases=3,
+                        stopbits=1, pace=True, current_a=16, voltage_v=230, phases=None,
                         print_fn=print)
         `tcp` is "HOST:PORT" (or a (host, port) tuple; port 0 picks a free one); exactly one
-        of `tcp` and `pty`. Prints one line saying where it listens (for a pty, the path a
-        client opens), then serves until cancelled. Raises ValueError for a bad model or
-        address (the message names the known models).
+        of `tcp` and `pty`. `phases` defaults to the model's (`measured_phases`: 1 for a
+        single-phase meter, which refuses more). Prints one line saying where it listens
+        (for a pty, the path a client opens), then serves until cancelled. Raises ValueError
+        for a bad model, address or load (the message names the known models, or the
+        reading the load would give and the bound it breaks), OSError when it cannot
+        listen (saying why: the port in use, an address not of this machine).
 """
 import asyncio
+import errno
 import math
 import random
+import socket
 import time
 
 from construct import (Adapter, Float32b, Int16sb, Int16ub, Int32sb, Int32ub, Int64sb,
@@ -83,7 +88,8 @@ from pymodbus.simulator import DataType, SimData, SimDevice
 
 from hal.interfaces import MeterSample
 from hal.meter_profiles import PROFILES
-from hal.modbus_meter import ABCD, CDAB, F32, S16, S32, S64, U16, U32, U64
+from hal.modbus_client import QUANTITY_UNITS
+from hal.modbus_meter import ABCD, CDAB, F32, QUANTITIES, S16, S32, S64, U16, U32, U64
 from simulator.rs485 import Rs485Line
 
 # -- the register image ------------------------------------------------------------------
@@ -268,6 +274,12 @@ class SteadyLoad:
                  frequency_mhz=50000, energy_wh=0, clock_ns=time.monotonic_ns):
         if phases not in (1, 2, 3):
             raise ValueError("phases must be 1, 2 or 3, got %r" % (phases,))
+        # a load draws (the import counter only counts up); a meter is powered by the
+        # voltage it measures
+        if not (math.isfinite(current_a) and current_a >= 0):
+            raise ValueError("current must be 0 A or more, got %r A" % (current_a,))
+        if not (math.isfinite(voltage_v) and voltage_v > 0):
+            raise ValueError("voltage must be above 0 V, got %r V" % (voltage_v,))
         current_ma = int(round(current_a * 1000))
         voltage_dv = int(round(voltage_v * 10))
         self.current_ma = tuple(current_ma if i < phases else 0 for i in range(3))
@@ -357,6 +369,40 @@ def profile_named(model):
     except KeyError:
         raise ValueError("unknown meter model %r (known: %s)" % (
             model, ", ".join(sorted(PROFILES)))) from None
+
+
+def measured_phases(profile):
+    """1 for a single-phase meter (its map has L1 quantities and none of L2 or L3), else 3:
+    a map with no phase at all (sdm72d-m: power and energy) is a three-phase meter's."""
+    phases = {quantity[-2:] for quantity, *_ in profile["rows"]
+              if quantity[-3:-1] == "_l"}
+    return 1 if phases == {"l1"} else 3
+
+
+def implausible_reading(profile, sample):
+    """'current_l1 = 100000 A, outside what a meter reading can plausibly be (-10000..10000
+    A)' for the first quantity of the profile's map that `sample` puts outside what
+    hal/modbus_meter.py takes as a plausible reading (`evse meter read` refuses it), or
+    None. That is the bound on a load served for bench work: generous (1000 V, 10 kA,
+    1 MW) and the same for every model, as the profiles do not say what each meter's shunt
+    or current transformers can measure; a quantity the model does not map is not bound."""
+    for quantity in sorted({row[0] for row in profile["rows"]}):
+        field, phase = QUANTITY_FIELDS[quantity]
+        value = getattr(sample, field)
+        if phase is not None:
+            value = value[phase]
+        low, high = QUANTITIES[quantity][2]
+        if not low <= value <= high:
+            unit, divisor = QUANTITY_UNITS[quantity]
+            return "%s = %s %s, outside what a meter reading can plausibly be (%s..%s %s)" % (
+                quantity, _decimal(value / divisor), unit, _decimal(low / divisor),
+                _decimal(high / divisor), unit)
+    return None
+
+
+def _decimal(number):
+    """1380000.0 -> '1380000', 230.5 -> '230.5' (never an exponent)."""
+    return ("%.3f" % number).rstrip("0").rstrip(".")
 
 
 class SimulatedMeter:
@@ -528,9 +574,35 @@ async def start_tcp(meters, host="127.0.0.1", port=0):
     bus = MeterBus(meters, "tcp")
     server = ModbusTcpServer(bus.devices(), address=(host, port), trace_pdu=bus.trace_pdu,
                              trace_packet=bus.trace_packet)
-    await server.serve_forever(background=True)
+    try:
+        await server.serve_forever(background=True)
+    except RuntimeError:
+        raise OSError(why_cannot_listen(host, port)) from None
     host, port = server.transport.sockets[0].getsockname()[:2]
     return MeterServer(server, bus, host=host, port=port)
+
+
+def why_cannot_listen(host, port):
+    """pymodbus only says "Could not start listen, please check address."; bind once more
+    to tell the user what is wrong."""
+    where = "cannot listen on %s:%d" % (host, port)
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(
+            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0]
+    except socket.gaierror as error:
+        return "%s: host name %s: %s" % (where, host, error.strerror)
+    with socket.socket(family, kind, proto) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)    # as the server does
+        try:
+            probe.bind(address)
+        except OSError as error:
+            return "%s: %s" % (where, {
+                errno.EADDRINUSE: "port %d is in use (another server listens there; port 0 "
+                                  "picks a free one)" % port,
+                errno.EADDRNOTAVAIL: "%s is not an address of this machine" % host,
+                errno.EACCES: "permission denied (ports below 1024 need privileges)",
+            }.get(error.errno, error.strerror))
+    return where
 
 
 async def start_rtu(meters, baud=9600, parity="N", stopbits=1, pace=True):
@@ -562,14 +634,25 @@ def parse_host_port(text):
 
 
 async def serve_forever(model, tcp=None, pty=False, unit_id=1, baud=9600, parity="N",
-                        stopbits=1, pace=True, current_a=16, voltage_v=230, phases=3,
+                        stopbits=1, pace=True, current_a=16, voltage_v=230, phases=None,
                         print_fn=print):
     """`evse meter serve`: one simulated meter in front of a steady load, until cancelled."""
     if (tcp is None) == (not pty):
         raise ValueError("serve on exactly one of tcp=HOST:PORT and pty=True")
-    meter = SimulatedMeter(model, unit_id=unit_id,
-                           source=SteadyLoad(current_a, voltage_v, phases).sample)
-    name = model if isinstance(model, str) else meter.model
+    profile = profile_named(model)
+    name = model if isinstance(model, str) else profile.get("title", "custom")
+    if phases is None:
+        phases = measured_phases(profile)
+    elif phases > measured_phases(profile):
+        raise ValueError("%s is a single-phase meter: phases must be 1, got %r" % (
+            name, phases))
+    load = SteadyLoad(current_a, voltage_v, phases)
+    implausible = implausible_reading(profile, load.sample())
+    if implausible:
+        raise ValueError("%s in front of %s A on %d phase%s at %s V would read %s" % (
+            name, _decimal(current_a), phases, "s" * (phases > 1), _decimal(voltage_v),
+            implausible))
+    meter = SimulatedMeter(profile, unit_id=unit_id, source=load.sample)
     if tcp is not None:
         host, port = parse_host_port(tcp)
         server = await start_tcp([meter], host, port)

@@ -3,6 +3,7 @@ plain pymodbus client and hal.modbus_meter's plan/decode (the encoder and the de
 written independently, so each checks the other). Loopback and pseudo-terminals only."""
 import asyncio
 import contextlib
+import socket
 import time
 
 import pytest
@@ -420,31 +421,79 @@ def test_steady_load_integrates_in_integers():
 
 # -- `evse meter serve` ---------------------------------------------------------------------
 
+async def serve_and_read(model, kind="tcp", **options):
+    """Run `serve_forever` as `evse meter serve` does, take one snapshot through the line
+    it prints, stop it: (that line, the sample)."""
+    lines = []
+    options.update({"tcp": "127.0.0.1:0"} if kind == "tcp" else {"pty": True, "pace": False})
+    task = asyncio.create_task(serve_forever(model, print_fn=lines.append, **options))
+    while not lines:
+        await asyncio.sleep(0.005)
+    where = lines[0].rsplit(" ", 1)[1]
+    if kind == "tcp":
+        client = AsyncModbusTcpClient("127.0.0.1", port=int(where.rsplit(":", 1)[1]))
+    else:
+        client = AsyncModbusSerialClient(where, framer=FramerType.RTU, baudrate=9600)
+    await client.connect()
+    sample, _ = await snapshot(client, PROFILES[model], 1)
+    client.close()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    return lines[0], sample
+
+
 def test_serve_forever_over_tcp_and_pty():
-    async def body(kind):
-        lines = []
-        options = {"tcp": "127.0.0.1:0"} if kind == "tcp" else {"pty": True, "pace": False}
-        task = asyncio.create_task(serve_forever("em340", print_fn=lines.append, **options))
-        while not lines:
-            await asyncio.sleep(0.005)
-        where = lines[0].rsplit(" ", 1)[1]
-        if kind == "tcp":
-            client = AsyncModbusTcpClient("127.0.0.1", port=int(where.rsplit(":", 1)[1]))
-        else:
-            client = AsyncModbusSerialClient(where, framer=FramerType.RTU, baudrate=9600)
-        await client.connect()
-        sample, _ = await snapshot(client, PROFILES["em340"], 1)
-        client.close()
-        task.cancel()
-        with pytest.raises(asyncio.CancelledError):
-            await task
-        return lines[0], sample
-    line, sample = run(body("tcp"))
+    line, sample = run(serve_and_read("em340", "tcp"))
     assert line.startswith("meter em340 (unit 1) serving Modbus TCP on 127.0.0.1:")
     assert sample.voltage_dv == (2300, 2300, 2300) and sample.current_ma == (16000,) * 3
-    line, sample = run(body("pty"))
+    line, sample = run(serve_and_read("em340", "pty"))
     assert "Modbus RTU (9600 8N1) on /dev/pts/" in line
     assert sample.power_w == 11040
+
+
+def test_a_single_phase_meter_serves_one_phase():
+    """The SDM120 measures one phase: by default its load is on one phase (16 A at 230 V is
+    3680 W, not the 11040 W of three), and three phases are refused."""
+    assert {model: meter_server.measured_phases(PROFILES[model]) for model in MODELS} == {
+        model: 1 if model == "sdm120" else 3 for model in MODELS}
+    _, single = run(serve_and_read("sdm120"))
+    assert (single.power_w, single.current_ma[0], single.voltage_dv[0]) == (3680, 16000, 2300)
+    _, three = run(serve_and_read("sdm630"))
+    assert three.power_w == 11040
+    _, one_of_three = run(serve_and_read("sdm630", phases=1))
+    assert one_of_three.current_ma == (16000, 0, 0)
+    for phases in (2, 3):
+        with pytest.raises(ValueError, match="sdm120 is a single-phase meter: phases must "
+                                             "be 1, got %d" % phases):
+            run(serve_forever("sdm120", tcp="127.0.0.1:0", phases=phases))
+
+
+@pytest.mark.parametrize("load, message", [
+    ({"voltage_v": -230}, "voltage must be above 0 V, got -230 V"),
+    ({"voltage_v": float("nan")}, "voltage must be above 0 V"),
+    ({"current_a": -16}, "current must be 0 A or more, got -16 A"),
+    # the bound is what a reading can plausibly be (hal/modbus_meter.py), for every model
+    ({"current_a": 100000}, "sdm630 in front of 100000 A on 3 phases at 230 V would read "
+                            "current_l1 = 100000 A, outside what a meter reading can "
+                            "plausibly be \\(-10000..10000 A\\)"),
+    ({"current_a": 2000}, "power = 1380000 W, outside .* \\(-1000000..1000000 W\\)"),
+    ({"voltage_v": 1200}, "voltage_l1 = 1200 V, outside .* \\(0..1000 V\\)"),
+])
+def test_serve_forever_refuses_a_load_no_meter_shows(load, message):
+    with pytest.raises(ValueError, match=message):
+        run(serve_forever("sdm630", tcp="127.0.0.1:0", **load))
+
+
+def test_serve_forever_says_the_port_is_taken():
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with pytest.raises(OSError) as caught:
+            run(serve_forever("sdm630", tcp="127.0.0.1:%d" % port))
+    assert str(caught.value) == "cannot listen on 127.0.0.1:%d: port %d is in use (another " \
+        "server listens there; port 0 picks a free one)" % (port, port)
 
 
 def test_serve_forever_rejects_bad_arguments():

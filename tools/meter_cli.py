@@ -275,8 +275,8 @@ def add_parser(subparsers):
                        help="load current per phase (default 16)")
     serve.add_argument("--voltage", type=float, default=230.0, metavar="V",
                        help="phase voltage (default 230)")
-    serve.add_argument("--phases", type=int, choices=(1, 2, 3), default=3,
-                       help="loaded phases (default 3)")
+    serve.add_argument("--phases", type=int, choices=(1, 2, 3), default=None,
+                       help="loaded phases (default: as many as the model measures)")
     return meter
 
 
