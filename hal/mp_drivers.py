@@ -21,6 +21,9 @@ tables, in the spirit of hal/linux.py's `[linux]` / `[connectors.linux]`:
     meter_tx, meter_rx  its TX and RX pins
     meter_de         RS-485 driver enable (DE and /RE tied together), active while sending
                      ("!N" if low); absent for a transceiver with automatic direction
+    reserved_pins    GPIOs the module keeps for itself, refused to every key (default: rp2
+                     23, 24, 25, 29 as on a Pico; esp32 1, 3, UART0). `evse bundle` also
+                     refuses a pin used by two keys or unfit for its key (tools/boardfile.py)
 
 `[connectors.mcu]` (one per connector)
     pilot_pwm        GPIO of the 1 kHz PWM into the +-12 V amplifier (required)
