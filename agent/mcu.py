@@ -120,6 +120,14 @@ def main(argv=None, board_path="board.json"):
     import sys
     argv = sys.argv if argv is None else argv
     board = load_board(board_path)
+    url = argv[1] if len(argv) > 1 else None
+    if url is not None:
+        from agent.wsclient import InvalidURI, parse_url
+        try:
+            parse_url(url)
+        except InvalidURI as error:
+            print("CSMS URL: %s" % error)     # not worth retrying for ever
+            sys.exit(2)
     try:
         hardware = _hardware(board)
     except (OSError, ValueError) as error:
@@ -127,6 +135,6 @@ def main(argv=None, board_path="board.json"):
         # traceback, and the exit status a bad board file gets from `evse`
         print("board %s: %s" % (board.get("name"), error))
         sys.exit(2)
-    ok = asyncio.run(run(board, argv[1] if len(argv) > 1 else None, hardware=hardware))
+    ok = asyncio.run(run(board, url, hardware=hardware))
     if not ok:
         sys.exit(1)

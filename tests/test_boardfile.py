@@ -662,3 +662,9 @@ def test_port_rules_name_pins_the_port_has(port):
     for _, pins, _, why in rules:
         assert set(pins) <= set(gpio), why
     assert set(boardfile.MODULE_PINS[port][0]) <= set(gpio)
+
+
+def test_a_folder_given_as_a_board_is_one_line(tmp_path, capsys):
+    from tools.cli import main
+    assert main(["bundle", "--board", str(tmp_path), "--out", str(tmp_path / "out")]) == 2
+    assert "Is a directory" in capsys.readouterr().err

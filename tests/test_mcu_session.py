@@ -216,3 +216,15 @@ def test_a_serial_device_that_is_not_there_ends_the_run_with_one_line(tmp_path):
     assert done.stdout.splitlines() == [
         "board unix: meter serial device /dev/evse-no-such-tty: [Errno 2] ENOENT"]
     assert "Traceback" not in done.stderr
+
+
+@pytest.mark.parametrize("url", ["http://127.0.0.1:9/ocpp", "garbage"])
+def test_a_csms_url_that_can_never_work_ends_the_run_with_one_line(unix_bundle, url):
+    """main.py [CSMS URL]: a URL no retry can mend is one line and exit 2, not a back-off
+    loop for ever."""
+    done = subprocess.run([_micropython(), "-X", "heapsize=" + SESSION_HEAP,
+                           os.path.join(unix_bundle, "main.py"), url],
+                          cwd=unix_bundle, capture_output=True, text=True, timeout=60,
+                          env=dict(os.environ, MICROPYPATH=".frozen:" + unix_bundle))
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert done.stdout.splitlines() == ["CSMS URL: not a ws:// or wss:// URL: %s" % url]

@@ -369,8 +369,11 @@ def _dotted(table, key, index=None):
 
 def load(path):
     """Load and validate a board file; raises BoardError listing every problem."""
-    with open(path, "rb") as file:
-        raw = file.read()
+    try:
+        with open(path, "rb") as file:
+            raw = file.read()
+    except OSError as error:            # a folder, no permission, gone since it was found
+        raise BoardError(["%s: %s" % (path, error.strerror or error)]) from None
     try:
         text = raw.decode("utf-8")
         document = tomllib.loads(text)
