@@ -4,12 +4,13 @@ One row per moment something happened on a connector: the events of one agent st
 merged, and every row shows the state after them: pilot, PWM, contactor, current, energy,
 session. Scenario steps and expectation results are rows of their own.
 """
-import datetime
 import os
 import sys
+import time
 
 from agent import evse as evse_mod
 from agent.describe import describe, describe_ocpp
+from agent.timeutil import iso_utc
 
 CHECKS = ("expect", "wait_for")
 HEADER = "%-12s  %-3s %-6s %-6s %7s %9s  %-14s  %s" % (
@@ -24,20 +25,35 @@ class Timeline:
         self.rows = []
         self.sim = None
         self._pending = {}
-        self._started_wall = None
+        self._started_ms = 0                # the loop's clock when the run started
+        self._started_unix_ms = int(time.time() * 1000)
 
     def attach(self, simulation):
         self.sim = simulation
         simulation.agent.hooks.append(self.flush)
-        self._started_wall = datetime.datetime.now(datetime.timezone.utc)
-        # in real time the loop clock counts from boot: stamps are offsets from this moment
+        self._started_unix_ms = int(time.time() * 1000)
+        # in real time the loop clock counts from the host's boot; virtual time from 0
         self._started_ms = simulation.world.now_ms() if self.realtime else 0
         self._print(HEADER)
 
-    def stamp(self, ms):
+    def _moment(self, now):
+        """A row's time keys for the loop time `now`: `time_ms` since the run started and,
+        in real time, `utc` (the form OCPP timestamps take)."""
+        moment = {"time_ms": now - self._started_ms}
         if self.realtime:
-            wall = self._started_wall + datetime.timedelta(milliseconds=ms - self._started_ms)
-            return wall.strftime("%H:%M:%S.") + "%03d" % (wall.microsecond // 1000)
+            moment["utc"] = iso_utc(self._started_unix_ms + moment["time_ms"])
+        return moment
+
+    def _now(self):
+        # a note can come before attach (a meter served on Modbus): the run starts then
+        sim = self.sim
+        return sim.now_ms() if sim is not None and sim.world else self._started_ms
+
+    def stamp(self, ms):
+        """How the timeline prints `ms` since the run started: the time of day in UTC in
+        real time, hh:mm:ss.mmm of virtual time otherwise."""
+        if self.realtime:
+            return iso_utc(self._started_unix_ms + ms)[11:23]
         seconds, millis = divmod(ms, 1000)
         minutes, seconds = divmod(seconds, 60)
         hours, minutes = divmod(minutes, 60)
@@ -64,14 +80,14 @@ class Timeline:
 
     def _row(self, time_ms, connector_id, texts):
         row = self.snapshot(connector_id)
-        row["time_ms"] = time_ms
+        row.update(self._moment(time_ms))
         row["events"] = texts
         self.rows.append(row)
         pwm = row["pwm_permille"]
         pwm_text = "-" if pwm is None else "%d.%d%%" % (pwm // 10, pwm % 10)
         many = len(self.sim.world.connectors) > 1
         self._print("%-12s  %-3s %-6s %-6s %6.1fA %7d Wh  %-14s  %s%s" % (
-            self.stamp(time_ms), row["cp_state"], pwm_text, row["contactor"],
+            self.stamp(row["time_ms"]), row["cp_state"], pwm_text, row["contactor"],
             row["ev_current_ma"] / 1000, row["energy_wh"], row["session"],
             "[%d] " % connector_id if many else "", "; ".join(texts)))
 
@@ -91,38 +107,42 @@ class Timeline:
         self.flush()
         if step.verb in CHECKS:
             return
-        now = self.sim.now_ms()
-        self.rows.append({"time_ms": now, "step": step.text, "line": step.line})
-        self._print("%-12s  > %s" % (self.stamp(now), step.text))
+        row = self._moment(self.sim.now_ms())
+        row.update(step=step.text, line=step.line)
+        self.rows.append(row)
+        self._print("%-12s  > %s" % (self.stamp(row["time_ms"]), step.text))
 
     def expectation(self, expectation):
         step = expectation.step
-        self.rows.append({"time_ms": expectation.time_ms, "expect": step.text,
-                          "line": step.line, "held": expectation.held,
-                          "actual": expectation.actual})
+        row = self._moment(expectation.time_ms)
+        row.update(expect=step.text, line=step.line, held=expectation.held,
+                   actual=expectation.actual)
+        self.rows.append(row)
         self.flush()
         verdict = "ok  " if expectation.held else "FAIL"
         detail = "" if expectation.held else "  (actual: %s)" % (expectation.actual,)
         self._print("%-12s  %s %s:%d %s%s" % (
-            self.stamp(expectation.time_ms), verdict, os.path.basename(step.file), step.line,
+            self.stamp(row["time_ms"]), verdict, os.path.basename(step.file), step.line,
             step.text, detail))
 
     def note(self, text):
         """A line about the simulation itself (connection, reboot)."""
         self.flush()
-        now = self.sim.now_ms() if self.sim is not None and self.sim.world else 0
-        self.rows.append({"time_ms": now, "note": text})
-        self._print("%-12s  ~ %s" % (self.stamp(now), text))
+        row = self._moment(self._now())
+        row["note"] = text
+        self.rows.append(row)
+        self._print("%-12s  ~ %s" % (self.stamp(row["time_ms"]), text))
 
     def ocpp_event(self, now, event):
         """One OCPP message (an RPC event): -> to the CSMS, <- from it."""
         kind = event[0]
         if kind in ("sent", "received"):
             message_type, action, payload = event[1], event[2], event[3]
-            self.rows.append({"time_ms": now, "ocpp": kind, "message_type": message_type,
-                              "action": action, "payload": payload})
+            row = self._moment(now)
+            row.update(ocpp=kind, message_type=message_type, action=action, payload=payload)
+            self.rows.append(row)
             self.flush()
-            self._print("%-12s  %s" % (self.stamp(now), describe_ocpp(event)))
+            self._print("%-12s  %s" % (self.stamp(row["time_ms"]), describe_ocpp(event)))
         else:
             self.note(describe_ocpp(event))
 

@@ -12,6 +12,7 @@ import asyncio
 import json
 import os
 import random
+import sys
 
 from hal import interfaces as hal
 from simulator import electrics
@@ -21,6 +22,11 @@ RCD_AC_TRIP_MA = 30        # type A RCD rated residual current
 RCD_DC_TRIP_MA = 6         # IEC 62955 RDC-DD
 SUPPLY_OHMS_MILLI = 500    # 0.5 Ohm supply impedance: the voltage sags under load (YetiSimulator)
 EV_STEP_MS = 30000         # battery/taper integration step while charging
+WMS_PER_WH = 3600000
+# The simulated meter's register file holds one JSON record padded with spaces (JSON allows
+# them) to this width: rewritten in place, a new record covers the old one whole, and one
+# write() this short stays inside the file's first page.
+REGISTER_RECORD_BYTES = 96
 
 # which end of the cable `SimConnector.unplug` pulls out (the scenario's `unplug end=...`)
 UNPLUG_BOTH = "both"       # out of the car and the socket: the connector is free
@@ -198,8 +204,9 @@ class SimMeter(hal.Meter):
     """Integrates energy exactly: W x ms in an integer accumulator, read out in whole Wh.
 
     With a `register_path` the energy registers survive a restart of the simulator, as a
-    real meter's do (non-volatile): saved atomically before every reading is handed out, so
-    no reading the agent saw is ever ahead of what a restarted meter shows."""
+    real meter's do (non-volatile): saved whenever the whole Wh it reads out change, before
+    that reading is handed out, so no reading the agent saw is ever ahead of what a restarted
+    meter shows. A damaged file is reported on stderr and the meter starts from 0."""
 
     def __init__(self, connector, timeout_ms=1000, register_path=None):
         self.connector = connector
@@ -210,18 +217,35 @@ class SimMeter(hal.Meter):
         self._since = 0
         self.reads = 0
         self.register_path = register_path
-        if register_path and os.path.exists(register_path):
-            with open(register_path) as file:
-                saved = json.load(file)
-            self.import_wms, self.export_wms = saved["import_wms"], saved["export_wms"]
+        self._saved_wh = None       # the (import, export) Wh the file holds, once written here
+        if register_path:
+            try:
+                saved = read_register(register_path)
+            except ValueError as problem:
+                print("warning: %s: %s; the simulated meter starts from 0 Wh"
+                      % (register_path, problem), file=sys.stderr)
+                saved = None
+            if saved is not None:
+                self.import_wms, self.export_wms = saved
 
     def _save(self):
-        temporary = self.register_path + ".tmp"
-        with open(temporary, "w") as file:
-            json.dump({"import_wms": self.import_wms, "export_wms": self.export_wms}, file)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(temporary, self.register_path)
+        record = json.dumps({"import_wms": self.import_wms, "export_wms": self.export_wms})
+        record = (record.ljust(REGISTER_RECORD_BYTES - 1) + "\n").encode()
+        if self._saved_wh is None:
+            # the first save of a run replaces the file whole: what was there (a damaged or
+            # longer file) must not survive past the record
+            temporary = self.register_path + ".tmp"
+            with open(temporary, "wb") as file:
+                file.write(record)
+            os.replace(temporary, self.register_path)
+        else:
+            # No fsync and no rename, once a second for hours: a rename over the file costs
+            # ~0.35 ms on ext4 (auto_da_alloc starts writeback), fsync ~1 ms. One short write()
+            # into the page cache is enough: a kill -9 lands before or after it, never inside
+            # (the kernel checks for a fatal signal between pages), and the kernel keeps the
+            # data after the process dies. A simulator need not survive its host's power cut.
+            with open(self.register_path, "r+b") as file:
+                file.write(record)
 
     def integrate(self, now):
         power = self.connector.power_w()
@@ -235,12 +259,13 @@ class SimMeter(hal.Meter):
         connector = self.connector
         now = connector.world.now_ms()
         self.integrate(now)
-        if self.register_path:
+        import_wh, export_wh = self.import_wms // WMS_PER_WH, self.export_wms // WMS_PER_WH
+        if self.register_path and (import_wh, export_wh) != self._saved_wh:
             self._save()
+            self._saved_wh = (import_wh, export_wh)
         currents, voltages, powers, total = connector.electrical()
         return hal.MeterSample(
-            energy_import_wh=self.import_wms // 3600000,
-            energy_export_wh=self.export_wms // 3600000,
+            energy_import_wh=import_wh, energy_export_wh=export_wh,
             power_w=total, power_w_phases=powers, current_ma=currents,
             voltage_dv=voltages, frequency_mhz=50000, timestamp_ms=now)
 
@@ -250,6 +275,25 @@ class SimMeter(hal.Meter):
             await asyncio.sleep(self.timeout_ms / 1000)
             raise hal.MeterError("no answer within %d ms" % self.timeout_ms)
         return self.sample()
+
+
+def read_register(path):
+    """(import_wms, export_wms) from a simulated meter's register file, None if there is none;
+    ValueError saying what is wrong with a damaged one."""
+    try:
+        with open(path, "rb") as file:
+            saved = json.loads(file.read().decode("utf-8"))
+    except FileNotFoundError:
+        return None
+    except ValueError as error:         # UnicodeDecodeError and JSONDecodeError are both
+        raise ValueError("not JSON text (%s)" % error) from None
+    keys = ("import_wms", "export_wms")
+    # bool is an int to Python, and a register counts whole W x ms upwards from 0
+    if not isinstance(saved, dict) or \
+            any(type(saved.get(key)) is not int or saved[key] < 0 for key in keys):
+        raise ValueError("expected {\"import_wms\": N, \"export_wms\": N} with whole numbers "
+                         ">= 0, found %.80s" % json.dumps(saved))
+    return saved["import_wms"], saved["export_wms"]
 
 
 class SimConnector:
