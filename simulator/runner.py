@@ -60,8 +60,11 @@ class OcppOptions:
     """How the simulated charger talks OCPP. url None = the bundled local CSMS."""
 
     def __init__(self, url=None, charge_point_id=None, version="1.6", auth_key=None,
-                 cafile=None, lenient=False, state_dir=None):
+                 cafile=None, lenient=False, state_dir=None, end_transactions=False):
         self.url = url
+        # at the end of the run (or SIGTERM) the charger shuts down as `evse run` does:
+        # its transactions end (reason Reboot), so no CSMS is left with open ones
+        self.end_transactions = end_transactions
         self.charge_point_id = charge_point_id
         self.version = version
         self.auth_key = auth_key
@@ -279,11 +282,14 @@ class Simulation:
                 await self.execute(step)
                 self.steps_not_run -= 1
                 self._check_tasks()
+            await self._end_transactions()
             await self._settle_ocpp()
         except asyncio.CancelledError:
             if not self.terminated:
                 raise
             self.timeline.note("SIGTERM: stopping")
+            await self._end_transactions()
+            await self._settle_ocpp()
         finally:
             loop.remove_signal_handler(signal.SIGTERM)
             await self._stop_tasks()
@@ -354,6 +360,23 @@ class Simulation:
         self._tasks = []
         self.boot_agent()
         self._start_tasks()
+
+    async def _end_transactions(self, reason="reboot"):
+        """The charger shuts down: each open session ends, and its Stop (after the stop
+        reading, once the contactor is open: the controller bounds that) is journaled."""
+        if self.cp is None or not self.ocpp.end_transactions:
+            return
+        evses = self.agent.station.evses.values()
+        if not any(e.session_active for e in evses):
+            return
+        self.timeline.note("end of the run: ending transactions (%s)" % reason)
+        for evse in evses:
+            if evse.session_active:
+                self.agent.act(evse.stop, reason)
+        for _ in range(200):
+            if not any(e.contactor_closed or e.stop_pending is not None for e in evses):
+                return
+            await asyncio.sleep(0.1)
 
     async def _settle_ocpp(self):
         """Give queued OCPP messages a moment to leave before the run ends."""

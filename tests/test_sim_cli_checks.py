@@ -254,6 +254,10 @@ def test_sigterm_before_the_end_is_not_a_pass(long_run):
     report = json.loads(out)
     assert (report["ok"], report["terminated"], report["steps_not_run"]) == (False, True, 2)
     assert (report["expectations"], report["held"], report["failed"]) == (0, 0, 0)
+    # the charger shut down as evse run does: its transaction ended, none left open
+    stops = [row["payload"]["reason"] for row in report["timeline"]
+             if row.get("ocpp") == "sent" and row.get("action") == "StopTransaction"]
+    assert stops == ["Reboot"]
 
 
 def test_a_second_run_on_the_same_state_is_refused(long_run):
@@ -268,3 +272,21 @@ def test_a_second_run_on_the_same_state_is_refused(long_run):
     after = evse("sim", "--state", state, "--scenario",
                  write(tmp_path, "e.scn", "expect session == idle\n"))
     assert after.returncode == 0, after.stdout[-2000:] + after.stderr[-2000:]
+
+
+def test_a_run_that_ends_mid_charge_ends_its_transaction(tmp_path):
+    """The end of an `evse sim` run switches the simulated charger off as `evse run` does
+    on SIGTERM: the CSMS is not left with an open transaction (reason Reboot), and a
+    resumed --state charger has none to close as PowerLoss."""
+    state = str(tmp_path / "state")
+    scenario = write(tmp_path, "mid.scn", "plug\nswipe 04A1B2C3\nev_ready\nwait 5min\n"
+                                          "expect session == charging\n")
+    done = evse("sim", "--state", state, "--scenario", scenario)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    (stop,) = [line for line in done.stdout.splitlines() if "-> StopTransaction" in line]
+    assert '"reason":"Reboot"' in stop
+    with open(os.path.join(state, "open_tx")) as file:
+        assert json.load(file) == {}
+    again = evse("sim", "--state", state, "--scenario", write(tmp_path, "idle.scn",
+                                                              "wait 10s\n"))
+    assert "-> StopTransaction" not in again.stdout

@@ -118,7 +118,7 @@ def cmd_sim(args):
     if not args.no_ocpp:
         ocpp = OcppOptions(url=args.csms, charge_point_id=args.id, version=args.ocpp,
                            auth_key=args.auth_key, cafile=args.ca, lenient=args.lenient,
-                           state_dir=args.state)
+                           state_dir=args.state, end_transactions=True)
     # an outside CSMS lives in real time: virtual time would race ahead of its answers
     realtime = args.realtime or (args.csms is not None and not args.virtual)
     timeline = Timeline(realtime=realtime, quiet=args.json)
