@@ -573,7 +573,10 @@ class Evse:
         else:
             self.disabled = True
             self._fire("disable")
-        self._step(now)
+        if self._started:
+            # before the first step (availability restored as the agent is built, with no
+            # clock yet) the start takes it: a step now would start the timers at time 0
+            self._step(now)
 
     def unlock(self, now):
         """Operator unlock (OCPP UnlockConnector): refused during a session; otherwise the

@@ -106,3 +106,15 @@ def test_a_meter_that_never_answers_is_lost_and_no_current_was_offered():
     r.advance(10000)
     assert r.evse.faults.codes() == ["meter_lost"]
     assert r.log("contactor") == [] and all(mode != "pwm" for _, mode, _ in r.pilot_log())
+
+
+def test_availability_restored_at_boot_starts_no_timer_at_time_zero():
+    """OCPP restores Unavailable as the agent is built, before any clock: the meter's
+    silence must count from the first step, not from 0 (a phantom meter_lost at boot)."""
+    from agent.evse import Evse
+    from agent.params import Params
+    evse = Evse(Params())
+    evse.set_available(0, False)
+    evse.poll(3 * 3600 * 1000)          # the first step, hours into the host's clock
+    assert "meter_lost" not in evse.faults and evse.state == "unavailable"
+    assert not [e for e in evse.take_events() if e[1] == "fault"]
