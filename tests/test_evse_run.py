@@ -287,10 +287,18 @@ def test_run_without_a_csms_or_state_folder_says_what_to_set(tmp_path, capsys):
     assert "no CSMS: set [ocpp] csms in the board file or --csms URL" in capsys.readouterr().err
 
 
-def test_the_simulated_board_is_refused_by_evse_run(capsys):
+@pytest.mark.parametrize("board, options, says", [
+    ("sim", ["--no-ocpp"], "`evse sim` runs the simulated board"),
+    # said before any OCPP option of a board that runs elsewhere (its CA file, its CSMS)
+    ("sim", [], "`evse sim` runs the simulated board"),
+    ("esp32-devkitc", [], "`evse bundle` / `evse flash` put the agent on the board"),
+    ("unix", [], "`evse bundle` builds it for the MicroPython unix port"),
+])
+def test_a_board_that_runs_elsewhere_is_refused_by_evse_run(capsys, board, options, says):
     from tools.cli import main
-    assert main(["run", "--board", "sim", "--no-ocpp"]) == 2
-    assert "`evse sim` runs the simulated board" in capsys.readouterr().err
+    assert main(["run", "--board", board] + options) == 2
+    err = capsys.readouterr().err
+    assert says in err and "CSMS" not in err and "--ca" not in err, err
 
 
 @pytest.mark.parametrize("key, value, problem", [

@@ -231,11 +231,14 @@ def cmd_demo(args):
 
 def cmd_run(args):
     from tools import boardfile
-    from tools.run import RunOptions, serve
+    from tools.run import RunOptions, runs_elsewhere, serve
     try:
         board = boardfile.load(boardfile.find(args.board))
     except boardfile.BoardError as error:
         print("evse run: %s" % error, file=sys.stderr)
+        return EXIT_BAD_INPUT
+    if runs_elsewhere(board):
+        print("evse run: %s: %s" % (board["path"], runs_elsewhere(board)), file=sys.stderr)
         return EXIT_BAD_INPUT
     problem = _ocpp_option_problem(args, board) if args.no_ocpp else None
     ocpp = board["ocpp"]

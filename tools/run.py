@@ -26,6 +26,11 @@ from agent.station import station_from_board
 from agent.describe import describe, describe_ocpp
 
 DRIVERS = {"linux": "hal.linux"}      # board hal -> module with board_hardware(board)
+ELSEWHERE = {
+    "simulator": "`evse sim` runs the simulated board",
+    "micropython": "`evse bundle` / `evse flash` put the agent on the board",
+    "unix": "`evse bundle` builds it for the MicroPython unix port",
+}
 STOP_CONTACTORS_S = 5
 STOP_DELIVERY_S = 5
 WATCHDOG_KICK_S = 1
@@ -34,6 +39,15 @@ WATCHDOG_KICK_S = 1
 def _loop_ms():
     """The agent's clock (the event loop's), for meter sample timestamps."""
     return int(asyncio.get_running_loop().time() * 1000)
+
+
+def runs_elsewhere(board):
+    """Why `evse run` cannot drive this board (None: it can), before anything else is
+    checked: an OCPP option of a board that runs elsewhere is not the problem to report."""
+    if board["hal"] in DRIVERS:
+        return None
+    return "hal = %r runs elsewhere: %s" % (board["hal"], ELSEWHERE.get(
+        board["hal"], "not a Linux board"))
 
 
 class RunOptions:
@@ -107,11 +121,7 @@ class Service:
         from hal.storage_fs import FileStorage
         driver = DRIVERS.get(self.board["hal"])
         if driver is None:
-            raise RuntimeError("hal = %r runs elsewhere: %s" % (self.board["hal"], {
-                "simulator": "`evse sim` runs the simulated board",
-                "micropython": "`evse bundle` / `evse flash` put the agent on the board",
-                "unix": "`evse bundle` builds it for the MicroPython unix port",
-            }.get(self.board["hal"], "not a Linux board")))
+            raise RuntimeError(runs_elsewhere(self.board))
         self.hardware = importlib.import_module(driver).board_hardware(self.board)
         from hal.modbus_client import board_meters
         for connector_id, meter in board_meters(self.board, _loop_ms).items():
