@@ -26,6 +26,10 @@ middle of being written (no "\\n", bad checksum, bad JSON) is dropped on load an
 skipped the same way and the lines after it still count. Loading never raises on garbage.
 After a recovery, or a write that failed (disk full, I/O error: part of a line may be there),
 the file is rewritten before anything else is appended, so no line is glued to a torn one.
+A write that fails does not undo the change: the record (or its update, or its end) stands
+in RAM, is sent as usual, and reaches the file with the next write that succeeds (which
+rewrites the file whole from RAM first); `write_error` says why until then. So a full
+flash loses nothing while the process lives, and the agent is told, not stopped.
 A failed automatic compaction is not an error (the old file is intact): `compact_error`.
 A torn D line only means the record is sent again: delivery is at least once.
 
@@ -181,6 +185,7 @@ class Journal:
         self.recovery_notes = []    # "line N: reason" for (up to 8 of) them
         self.compactions = 0
         self.compact_error = None   # the last automatic compaction's failure, if any
+        self.write_error = None     # why the last write failed, until one succeeds
         self._broken = False        # a failed write may have left a partial line
         self._entries = {}          # seq -> [json text, kind, tx]
         self._order = []            # pending seqs, ascending
@@ -209,7 +214,8 @@ class Journal:
 
     # -- changes ---------------------------------------------------------------------------
     def append(self, record):
-        """Journal a record; returns its seq once it is durable, or None when refused."""
+        """Journal a record; returns its seq (durable unless `write_error`), or None when
+        refused."""
         kind = record_kind(record)
         tx = _tx_of(record)
         count = len(self._order)
@@ -269,17 +275,22 @@ class Journal:
         self.storage.write(self.name, b"".join(parts))
         self._lines = len(parts)
         self._broken = False
+        self.write_error = None             # the file holds what RAM does again
         self.compactions += 1
 
     # -- internals -------------------------------------------------------------------------
     def _write(self, data):
-        if self._broken:
-            self.compact()              # never append after a torn line; raises if still failing
+        """Append `data` durably; False if the storage failed (see the module docstring)."""
         try:
+            if self._broken:
+                self.compact()          # never append after a torn line
             self.storage.append(self.name, data)
-        except Exception:
+        except OSError as error:
             self._broken = True         # part of the line may be in the file
-            raise
+            self.write_error = str(error)
+            return False
+        self.write_error = None
+        return True
 
     def _victim(self, tx):
         """The oldest pending METER record of transaction tx, else of any transaction."""

@@ -67,6 +67,8 @@ STOP_TX_DATA_MAX = 8
 UNLOCK_CHECK_MS = 100            # how often a pending UnlockConnector looks at the lock
 UNLOCK_MARGIN_MS = 1000          # beyond the lock's own feedback deadline
 POWER_LOSS_CHECK_MS = 100        # how often a recovered transaction looks for a reading
+# what a PowerLoss Stop needs of an open_tx entry (an entry without them is not one of ours)
+OPEN_TX_FIELDS = {"connector", "tag", "transaction_id", "wh", "time"}
 
 # measurand -> (unit, phased, how to read it from (evse, sample)) in milli-units for A/V
 MEASURANDS = {
@@ -172,7 +174,11 @@ class ChargePoint16:
             count = int(raw) + 1 if raw else 1
         except ValueError:
             count = fallback + 1000000      # unreadable: jump clear of any earlier key
-        storage.write("boot_count", str(count).encode())
+        try:
+            storage.write("boot_count", str(count).encode())
+        except OSError:
+            pass        # flash full: boot on (the journal says so); keys repeat only if
+            #             this boot's records outlive it
         return count
 
     def _config_changed(self, key, value):
@@ -355,18 +361,23 @@ class ChargePoint16:
     AUTH_CACHE_MAX = 64
 
     def _load_auth_cache(self):
-        raw = self.storage.read("auth_cache") if self.storage is not None else None
+        return self._load("auth_cache")
+
+    def _load(self, name):
+        """A JSON object saved with _store; {} when absent or damaged (not JSON, not an
+        object): what is damaged is not worth a failed boot."""
+        raw = self.storage.read(name) if self.storage is not None else None
         try:
-            cache = json.loads(raw) if raw else {}
+            value = json.loads(raw) if raw else {}
         except ValueError:
-            cache = {}
-        return cache if isinstance(cache, dict) else {}
+            value = {}
+        return value if isinstance(value, dict) else {}
 
     def _save_auth_cache(self):
         while len(self._auth_cache) > self.AUTH_CACHE_MAX:
             del self._auth_cache[next(iter(self._auth_cache))]
         if self.storage is not None:
-            self.storage.write("auth_cache", json.dumps(self._auth_cache).encode())
+            self._store("auth_cache", self._auth_cache)
 
     # ------------------------------------------------------------------ station events
     def on_event(self, evse, event):
@@ -509,6 +520,15 @@ class ChargePoint16:
     # Open transactions are kept in storage ("open_tx") apart from the journal: once its
     # Start is delivered and compacted away, the journal alone no longer shows that a
     # transaction is open, and a power loss would leave it open at the CSMS forever.
+    def _store(self, name, value):
+        """Persist `value` as JSON; a storage that fails (flash full) is reported and the
+        agent goes on with what it holds in RAM (the next save writes it whole)."""
+        try:
+            self.storage.write(name, json.dumps(value).encode())
+        except OSError as error:
+            if self.log is not None:
+                self.log(self.now, ("storage", name, "not saved: %s" % error))
+
     def _save_open(self):
         if self.storage is None:
             return
@@ -518,7 +538,7 @@ class ChargePoint16:
                                 "transaction_id": tx["transaction_id"],
                                 "wh": tx["last_wh"], "time": tx.get("last_time"),
                                 "data": tx["data"]}
-        self.storage.write("open_tx", json.dumps(state).encode())
+        self._store("open_tx", state)
 
     def _recover(self):
         """After a reboot: a transaction still open in storage was cut by a power loss;
@@ -530,11 +550,8 @@ class ChargePoint16:
         then it stays in open_tx, so a second power loss loses nothing."""
         if self.storage is None:
             return
-        raw = self.storage.read("open_tx")
-        try:
-            state = json.loads(raw) if raw else {}
-        except ValueError:
-            state = {}
+        state = {key: last for key, last in self._load("open_tx").items()
+                 if isinstance(last, dict) and OPEN_TX_FIELDS <= set(last)}
         pending_stops = set(r.get("tx") for _, r in self.journal.pending()
                             if r["action"] == "StopTransaction")
         for key in sorted(state):
@@ -968,18 +985,14 @@ class ChargePoint16:
         state = {}
         for connector_id, evse in self.station.evses.items():
             state[str(connector_id)] = not evse.disabled
-        self.storage.write("availability", json.dumps(state).encode())
+        self._store("availability", state)
 
     def _restore_availability(self):
         """ChangeAvailability survives a reboot (OCPP 1.6: Unavailable is persistent)."""
-        raw = self.storage.read("availability") if self.storage is not None else None
-        try:
-            state = json.loads(raw) if raw else {}
-        except ValueError:
-            state = {}
-        for connector_id, available in state.items():
-            evse = self.station.evses.get(int(connector_id))
-            if evse is not None and not available:
+        for connector_id, available in self._load("availability").items():
+            evse = self.station.evses.get(int(connector_id)) if connector_id.isdigit() \
+                else None
+            if evse is not None and available is False:
                 evse.set_available(self.now, False)
 
     def on_ChangeConfiguration(self, now, payload):

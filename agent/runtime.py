@@ -178,10 +178,21 @@ class Agent:
             self.runtimes.append(runtime)
             self.by_connector[connector_id] = runtime
         self.observers = []      # called with (evse or None, event) for every event
+        # an observer that raises (OCPP, a log: never the safety path) is told here, and the
+        # loop that served it goes on: log(text), by default print
+        self.log = print
         self.hooks = []          # called after every service pass (e.g. to re-check conditions)
         self.running = False
         self.now_ms = now_ms
         self._servicing = False
+
+    def _notify(self, evse, event):
+        for observer in self.observers:
+            try:
+                observer(evse, event)
+            except Exception as error:
+                self.log("%s failed on %s: %r" % (getattr(observer, "__name__", "observer"),
+                                                  event[1], error))
 
     def service(self, now):
         """Apply every pending command, hand every event to the station and the observers,
@@ -202,13 +213,11 @@ class Agent:
                         busy = True
                     for event in events:
                         self.station.handle(evse, event)
-                        for observer in self.observers:
-                            observer(evse, event)
+                        self._notify(evse, event)
                 events = self.station.take_events()
                 for event in events:
                     busy = True
-                    for observer in self.observers:
-                        observer(None, event)
+                    self._notify(None, event)
                 if not busy:
                     break
         finally:

@@ -343,7 +343,12 @@ class Transport:
     async def _timer_loop(self):
         while True:
             now = self.now()
-            self.cp.poll(now)
+            try:
+                self.cp.poll(now)
+            except Exception as error:
+                # a failing timer (storage gone, a bug) must not end OCPP for good, silently
+                self.log("OCPP timers: %r" % (error,))
+                await asyncio.sleep(1)
             self._flush()
             deadline = self.cp.next_deadline()
             self._sleep_until = deadline

@@ -161,3 +161,53 @@ def test_power_loss_stop_keeps_the_stored_energy_when_the_meter_never_answers():
     bench.answer(50 + bench.evse.params.meter_timeout_ms)
     (stop,) = bench.actions("StopTransaction")
     assert (stop["reason"], stop["meterStop"]) == ("PowerLoss", 4000)
+
+
+class FullStorage(MemoryStorage):
+    """A flash that is full for `names`: every write to them fails, as a full disk does."""
+
+    def __init__(self, names=()):
+        super().__init__()
+        self.names = set(names)
+
+    def write(self, name, data):
+        if name in self.names:
+            raise OSError(28, "No space left on device")
+        super().write(name, data)
+
+    def append(self, name, data):
+        if name in self.names:
+            raise OSError(28, "No space left on device")
+        super().append(name, data)
+
+
+def test_a_full_flash_is_reported_and_the_transaction_goes_on_in_ram():
+    storage = FullStorage()
+    bench = Bench(storage)
+    notes = []
+    bench.cp.log = lambda now, event: notes.append(event)
+    storage.names = {"open_tx", "journal"}
+    bench.evse.meter_sample(100, MeterSample(energy_import_wh=4000, current_ma=(0, 0, 0)))
+    bench.evse.session_active = True
+    bench.cp.on_event(bench.evse, (200, "session_started", "T"))
+    bench.answer(200)
+    bench.evse.energy_stop_wh = 4100
+    bench.cp.on_event(bench.evse, (900, "session_ended", "local", 100))
+    bench.answer(900)
+    assert [s["meterStart"] for s in bench.actions("StartTransaction")] == [4000]
+    assert [s["meterStop"] for s in bench.actions("StopTransaction")] == [4100]
+    assert ("storage", "open_tx") in [e[:2] for e in notes]
+    assert bench.cp.journal.write_error is not None
+    assert bench.evse.state != "faulted"
+
+
+def test_damaged_state_files_of_the_wrong_shape_do_not_stop_a_boot():
+    for name, text in (("open_tx", "[1, 2]"), ("open_tx", '"str"'), ("open_tx", "null"),
+                       ("open_tx", '{"1-1": 5}'), ("open_tx", '{"1-1": {"connector": 1}}'),
+                       ("availability", "[1]"), ("availability", '{"x": false}'),
+                       ("auth_cache", "[]")):
+        storage = MemoryStorage()
+        storage.write(name, text.encode())
+        bench = Bench(storage)
+        assert bench.actions("StopTransaction") == [], (name, text)
+        assert bench.evse.state != "unavailable", (name, text)
