@@ -125,6 +125,9 @@ def main(argv=None, board_path="board.json"):
         from agent.wsclient import InvalidURI, parse_url
         try:
             parse_url(url)
+            if url.startswith("wss://") and not board.get("ocpp", {}).get("ca"):
+                raise InvalidURI("wss:// needs the CSMS's CA certificate ([ocpp] ca): a "
+                                 "microcontroller has no trust store")
         except InvalidURI as error:
             print("CSMS URL: %s" % error)     # not worth retrying for ever
             sys.exit(2)

@@ -280,7 +280,7 @@ class Transport:
                     continue
                 # jittered exponential back-off: many chargers after a CSMS outage must
                 # not all come back in the same second
-                wait = delay * (0.5 + random.random())
+                wait = min(delay * (0.5 + random.random()), BACKOFF_MAX_S)
                 if error is not None:
                     self.log(self._why(profile, error, self.connects > connects,
                                        wait if self.offline_until is None else None))

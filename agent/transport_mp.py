@@ -55,6 +55,9 @@ class Connection(Transport):
     ERRORS = (OSError, wsclient.WebSocketError, asyncio.TimeoutError, MemoryError)
 
     def _tls(self):
+        if self.cafile is None:
+            # no trust store on a microcontroller: a server nobody can check is refused
+            raise wsclient.InvalidURI("wss:// needs the CSMS's CA certificate ([ocpp] ca)")
         return tls_client_context(ca_certificates(self.cafile))
 
     def _http_status(self, error):

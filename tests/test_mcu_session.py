@@ -228,3 +228,17 @@ def test_a_csms_url_that_can_never_work_ends_the_run_with_one_line(unix_bundle, 
                           env=dict(os.environ, MICROPYPATH=".frozen:" + unix_bundle))
     assert done.returncode == 2, done.stdout + done.stderr
     assert done.stdout.splitlines() == ["CSMS URL: not a ws:// or wss:// URL: %s" % url]
+
+
+def test_wss_without_a_ca_certificate_is_one_line_not_a_dead_connection(unix_bundle):
+    """A microcontroller has no trust store: wss:// without [ocpp] ca cannot check the CSMS,
+    so main.py says so (the connection task used to die on it, leaving the charger offline
+    for good)."""
+    done = subprocess.run([_micropython(), "-X", "heapsize=" + SESSION_HEAP,
+                           os.path.join(unix_bundle, "main.py"), "wss://127.0.0.1:9/ocpp"],
+                          cwd=unix_bundle, capture_output=True, text=True, timeout=60,
+                          env=dict(os.environ, MICROPYPATH=".frozen:" + unix_bundle))
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert done.stdout.splitlines() == [
+        "CSMS URL: wss:// needs the CSMS's CA certificate ([ocpp] ca): a microcontroller has "
+        "no trust store"]

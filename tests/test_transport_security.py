@@ -364,3 +364,24 @@ def test_tc083_a_raise_the_charge_point_cannot_use_is_rejected_and_changes_nothi
         assert answers == [{"status": "Rejected"}] * len(values), (cafile, values)
         assert csms.station("SP").connects == 1
         assert simulation.cp.config.get("SecurityProfile") == 1
+
+
+def test_reconnect_back_off_grows_with_jitter_and_never_passes_its_maximum():
+    """Many chargers after a CSMS outage must not come back in the same second (jitter), nor
+    wait longer than BACKOFF_MAX_S (the jitter was applied after the cap: waits reached
+    90 s)."""
+    import re
+    from agent.transport import BACKOFF_MAX_S
+    from simulator.runner import OcppOptions, simulate as run_scenario
+    from simulator.scenario import parse_text
+    from simulator.timeline import Timeline
+    from tools import boardfile
+    timeline = Timeline(quiet=True)
+    run_scenario(boardfile.load(boardfile.find("sim")), parse_text("wait 1h\n"),
+                 timeline=timeline, ocpp=OcppOptions(url="ws://127.0.0.1:9/ocpp"))
+    waits = [float(found.group(1)) for row in timeline.rows
+             for found in [re.search(r"retrying in ([\d.]+) s", str(row.get("note", "")))]
+             if found]
+    assert len(waits) > 30
+    assert waits[0] < 2 and max(waits) <= BACKOFF_MAX_S
+    assert len(set(waits[10:])) > 10              # jittered, not one fixed interval
