@@ -69,6 +69,8 @@ UNLOCK_MARGIN_MS = 1000          # beyond the lock's own feedback deadline
 POWER_LOSS_CHECK_MS = 100        # how often a recovered transaction looks for a reading
 # what a PowerLoss Stop needs of an open_tx entry (an entry without them is not one of ours)
 OPEN_TX_FIELDS = {"connector", "tag", "transaction_id", "wh", "time"}
+# after how many dropped MeterValues the log says so (not each one of a long outage)
+DROPPED_TOLD = (1, 10, 100, 1000, 10000, 100000)
 
 # measurand -> (unit, phased, how to read it from (evse, sample)) in milli-units for A/V
 MEASURANDS = {
@@ -489,6 +491,9 @@ class ChargePoint16:
                 "timestamp": timestamp}})
         if seq is None:
             # journal full (policy in agent/journal.py): refuse rather than charge unrecorded
+            self._tell("journal", "full (%d records waiting for the CSMS): the session on "
+                       "connector %d is refused, nothing could record it"
+                       % (len(self.journal), evse.connector_id))
             del self._tx[evse.connector_id]
             self._save_open()
             evse.stop(now, "other")
@@ -526,8 +531,12 @@ class ChargePoint16:
         try:
             self.storage.write(name, json.dumps(value).encode())
         except OSError as error:
-            if self.log is not None:
-                self.log(self.now, ("storage", name, "not saved: %s" % error))
+            self._tell("storage", "%s not saved: %s" % (name, error))
+
+    def _tell(self, what, text):
+        """A note for whoever runs the agent (the timeline, evse run's log)."""
+        if self.log is not None:
+            self.log(self.now, (what, text))
 
     def _save_open(self):
         if self.storage is None:
@@ -725,9 +734,13 @@ class ChargePoint16:
             saved = self._note_energy(tx, value) or dirty
             if saved:
                 self._save_open()
+            dropped = self.journal.dropped
             self.journal.append({"action": "MeterValues", "tx": tx["key"], "attempts": 0,
                                  "payload": payload,
                                  "transaction_id": tx["transaction_id"]})
+            if self.journal.dropped > dropped and self.journal.dropped in DROPPED_TOLD:
+                self._tell("journal", "full: %d MeterValues dropped so far, oldest first "
+                           "(Start and Stop are always kept)" % self.journal.dropped)
             self._pump_journal(now)
             return saved
         else:

@@ -196,7 +196,7 @@ def test_a_full_flash_is_reported_and_the_transaction_goes_on_in_ram():
     bench.answer(900)
     assert [s["meterStart"] for s in bench.actions("StartTransaction")] == [4000]
     assert [s["meterStop"] for s in bench.actions("StopTransaction")] == [4100]
-    assert ("storage", "open_tx") in [e[:2] for e in notes]
+    assert any(e[0] == "storage" and e[1].startswith("open_tx not saved") for e in notes)
     assert bench.cp.journal.write_error is not None
     assert bench.evse.state != "faulted"
 
@@ -211,3 +211,32 @@ def test_damaged_state_files_of_the_wrong_shape_do_not_stop_a_boot():
         bench = Bench(storage)
         assert bench.actions("StopTransaction") == [], (name, text)
         assert bench.evse.state != "unavailable", (name, text)
+
+
+def test_a_session_the_full_journal_refuses_is_told():
+    bench = Bench()
+    notes = []
+    bench.cp.log = lambda now, event: notes.append(event)
+    bench.cp.journal.max_records = 0        # as full as a long outage leaves it
+    bench.evse.meter_sample(100, MeterSample(energy_import_wh=10, current_ma=(0, 0, 0)))
+    bench.evse.session_active = True
+    bench.cp.on_event(bench.evse, (200, "session_started", "T"))
+    assert bench.actions("StartTransaction") == []
+    assert [e for e in notes if e[0] == "journal"] == [
+        ("journal", "full (0 records waiting for the CSMS): the session on connector 1 is "
+                    "refused, nothing could record it")]
+
+
+def test_meter_values_the_full_journal_drops_are_told():
+    bench = Bench()
+    notes = []
+    bench.cp.log = lambda now, event: notes.append(event)
+    bench.cp.connection_lost(50)            # offline: everything stays in the journal
+    bench.evse.meter_sample(100, MeterSample(energy_import_wh=10, current_ma=(0, 0, 0)))
+    bench.evse.session_active = True
+    bench.cp.on_event(bench.evse, (200, "session_started", "T"))
+    bench.cp.journal.hard_cap = 1           # the Start alone fills it
+    bench.cp.poll(200 + 60000)              # MeterValueSampleInterval: one sample, dropped
+    assert bench.cp.journal.dropped == 1
+    assert ("journal", "full: 1 MeterValues dropped so far, oldest first (Start and Stop "
+                       "are always kept)") in notes
