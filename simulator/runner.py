@@ -201,6 +201,7 @@ class Simulation:
         self.boots += 1
         station = station_from_board(self.board)
         self.agent = Agent(station, self.hardware, now_ms=self.world.now_ms)
+        self.agent.log = self.timeline.note
         self.agent.observers.append(self._observe)
         if self.ocpp is not None:
             self._boot_ocpp(station)

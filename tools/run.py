@@ -142,6 +142,7 @@ class Service:
         linux = self.board["linux"]
         self.agent = Agent(station, self.hardware, poll_ms=linux["poll"],
                            idle_poll_ms=linux["idle_poll"])
+        self.agent.log = self.log.note
         self.agent.observers.append(self.log.agent_event)
         self.cp = self.connection = None
         if not self.options.ocpp:
