@@ -198,6 +198,18 @@ def test_a_reset_mid_transaction_ends_it_with_power_loss_after_the_reboot(unix_b
         [(ids[0], "PowerLoss"), (ids[1], "Local")]
 
 
+def refused_in_one_line(out, url):
+    """main.py of the bundle in `out` with `url`: its one line of output, once it has ended
+    with exit 2 and no traceback."""
+    done = subprocess.run([_micropython(), "-X", "heapsize=" + SESSION_HEAP,
+                           os.path.join(out, "main.py"), url],
+                          cwd=out, capture_output=True, text=True, timeout=60,
+                          env=dict(os.environ, MICROPYPATH=".frozen:" + out))
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert "Traceback" not in done.stderr
+    return done.stdout.splitlines()
+
+
 def test_a_serial_device_that_is_not_there_ends_the_run_with_one_line(tmp_path):
     """A unix board whose meter's serial device does not exist (an adapter left unplugged):
     main.py says which device and why in one line and exits 2, no traceback."""
@@ -208,37 +220,22 @@ def test_a_serial_device_that_is_not_there_ends_the_run_with_one_line(tmp_path):
     board_path.write_text(text)
     out = str(tmp_path / "bundle")
     bundle(boardfile.load(str(board_path)), out)
-    done = subprocess.run([_micropython(), "-X", "heapsize=" + SESSION_HEAP,
-                           os.path.join(out, "main.py"), "ws://127.0.0.1:9/ocpp"],
-                          cwd=out, capture_output=True, text=True, timeout=60,
-                          env=dict(os.environ, MICROPYPATH=".frozen:" + out))
-    assert done.returncode == 2, done.stdout + done.stderr
-    assert done.stdout.splitlines() == [
+    assert refused_in_one_line(out, "ws://127.0.0.1:9/ocpp") == [
         "board unix: meter serial device /dev/evse-no-such-tty: [Errno 2] ENOENT"]
-    assert "Traceback" not in done.stderr
 
 
 @pytest.mark.parametrize("url", ["http://127.0.0.1:9/ocpp", "garbage"])
 def test_a_csms_url_that_can_never_work_ends_the_run_with_one_line(unix_bundle, url):
     """main.py [CSMS URL]: a URL no retry can mend is one line and exit 2, not a back-off
     loop for ever."""
-    done = subprocess.run([_micropython(), "-X", "heapsize=" + SESSION_HEAP,
-                           os.path.join(unix_bundle, "main.py"), url],
-                          cwd=unix_bundle, capture_output=True, text=True, timeout=60,
-                          env=dict(os.environ, MICROPYPATH=".frozen:" + unix_bundle))
-    assert done.returncode == 2, done.stdout + done.stderr
-    assert done.stdout.splitlines() == ["CSMS URL: not a ws:// or wss:// URL: %s" % url]
+    assert refused_in_one_line(unix_bundle, url) == [
+        "CSMS URL: not a ws:// or wss:// URL: %s" % url]
 
 
 def test_wss_without_a_ca_certificate_is_one_line_not_a_dead_connection(unix_bundle):
     """A microcontroller has no trust store: wss:// without [ocpp] ca cannot check the CSMS,
     so main.py says so (the connection task used to die on it, leaving the charger offline
     for good)."""
-    done = subprocess.run([_micropython(), "-X", "heapsize=" + SESSION_HEAP,
-                           os.path.join(unix_bundle, "main.py"), "wss://127.0.0.1:9/ocpp"],
-                          cwd=unix_bundle, capture_output=True, text=True, timeout=60,
-                          env=dict(os.environ, MICROPYPATH=".frozen:" + unix_bundle))
-    assert done.returncode == 2, done.stdout + done.stderr
-    assert done.stdout.splitlines() == [
+    assert refused_in_one_line(unix_bundle, "wss://127.0.0.1:9/ocpp") == [
         "CSMS URL: wss:// needs the CSMS's CA certificate ([ocpp] ca): a microcontroller has "
         "no trust store"]
