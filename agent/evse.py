@@ -381,6 +381,12 @@ class Evse:
     def ending(self):
         return self.stop_pending is not None
 
+    def settled(self):
+        """No current can flow and no session is still ending: what a shutdown or a reboot
+        waits for (the controller bounds the wait: power_off_under_load_ms plus the stop
+        reading's timeout)."""
+        return not self.contactor_closed and self.stop_pending is None
+
     def in_session(self):
         return self.session_active
 

@@ -782,15 +782,21 @@ class ChargePoint16:
     def _timer_sample(self, now, name):
         connector_id = int(name.split(":")[1])
         evse = self.station.evses.get(connector_id)
-        tx = self._tx.get(connector_id)
-        if evse is None or tx is None:
+        if evse is None or connector_id not in self._tx:
             return
-        kept = self._keep_for_stop(now, evse, tx, "Sample.Periodic", "StopTxnSampledData")
-        if not self._send_meter_values(now, evse, "Sample.Periodic",
-                                       self.config.get("MeterValuesSampledData"),
+        self._take_sample(now, evse, "Sample.Periodic", "MeterValuesSampledData",
+                          "StopTxnSampledData")
+        self._arm_sampling(now, connector_id)
+
+    def _take_sample(self, now, evse, context, key, stop_key):
+        """One scheduled sample: MeterValues of the measurands `key` names and, in a
+        transaction, the Stop's transactionData of `stop_key`'s; open_tx saved once, before
+        the sample is journaled."""
+        tx = self._tx.get(evse.connector_id)
+        kept = tx is not None and self._keep_for_stop(now, evse, tx, context, stop_key)
+        if not self._send_meter_values(now, evse, context, self.config.get(key),
                                        dirty=kept) and kept:
             self._save_open()
-        self._arm_sampling(now, connector_id)
 
     def _arm_aligned(self, now):
         interval = self.config.get("ClockAlignedDataInterval") * 1000
@@ -800,13 +806,8 @@ class ChargePoint16:
 
     def _timer_aligned(self, now, name):
         for evse in self.station.evses.values():
-            tx = self._tx.get(evse.connector_id)
-            kept = tx is not None and self._keep_for_stop(now, evse, tx, "Sample.Clock",
-                                                          "StopTxnAlignedData")
-            if not self._send_meter_values(now, evse, "Sample.Clock",
-                                           self.config.get("MeterValuesAlignedData"),
-                                           dirty=kept) and kept:
-                self._save_open()
+            self._take_sample(now, evse, "Sample.Clock", "MeterValuesAlignedData",
+                              "StopTxnAlignedData")
         self._arm_aligned(now + 1)
 
     # ------------------------------------------------------------------ boot, heartbeat
@@ -908,8 +909,7 @@ class ChargePoint16:
     def _request_reset_once_stopped(self):
         """The shell reboots once every stopped session's Stop is journaled: after its stop
         reading, which waits for the contactor to open (the controller bounds that wait)."""
-        if self._reset_kind is None or any(e.stop_pending is not None
-                                           for e in self.station.evses.values()):
+        if self._reset_kind is None or any(e.ending() for e in self.station.evses.values()):
             return
         self._requests.append(("reset", self._reset_kind))
         self._reset_kind = None

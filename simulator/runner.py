@@ -375,7 +375,7 @@ class Simulation:
             if evse.session_active:
                 self.agent.act(evse.stop, reason)
         for _ in range(200):
-            if not any(e.contactor_closed or e.stop_pending is not None for e in evses):
+            if all(e.settled() for e in evses):
                 return
             await asyncio.sleep(0.1)
 

@@ -237,8 +237,7 @@ class Service:
         bound_s = max([STOP_CONTACTORS_S] + [
             (e.params.power_off_under_load_ms + e.params.stop_reading_timeout_ms) / 1000 + 1
             for e in evses])
-        await self._until(lambda: not any(e.contactor_closed or e.stop_pending is not None
-                                          for e in evses), bound_s)
+        await self._until(lambda: all(e.settled() for e in evses), bound_s)
         if self.cp is not None:
             await self._until(lambda: not self.cp.online or (
                 not self.cp.rpc.busy() and not len(self.cp.journal.pending())), STOP_DELIVERY_S)
